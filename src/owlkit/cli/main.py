@@ -1,0 +1,113 @@
+"""``owl``: the open-weights workbench.
+
+Store models, adapters, quantized variants and datasets by content, with lineage and licenses; convert,
+run and export them. Every command takes ``--json`` where it prints a listing or report.
+
+Examples:
+    owl import ./SmolLM2-135M-Instruct.Q4_1.gguf --name smollm2
+    owl ls
+    owl show smollm2
+    owl convert smollm2 --to hf
+    owl run smollm2-hf "What is the capital of France?" --chat
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from owlkit import __version__
+from owlkit.errors import OwlError
+
+app = typer.Typer(
+    name="owl",
+    help=__doc__,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_debug = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"owl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    home: Annotated[
+        Path | None, typer.Option("--home", help="Store location (default: $OWL_HOME or the user data dir).")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    global _debug
+    _debug = debug
+    if home is not None:
+        os.environ["OWL_HOME"] = str(home)
+
+
+def _register() -> None:
+    from owlkit.cli import model_cmds, store_cmds
+
+    store_cmds.register(app)
+    model_cmds.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the app, turning every OwlError into one red line and its exit code."""
+    _register()
+    try:
+        app(args=argv, standalone_mode=False)
+    except OwlError as e:
+        _fail(e, e.exit_code)
+    except KeyboardInterrupt:
+        _fail(None, 130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(e, click.exceptions.Abort):
+            _fail(None, 130)
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if _debug:
+            raise
+        _fail(e, 1, internal=True)
+    sys.exit(0)
+
+
+def _fail(e: BaseException | None, code: int, *, internal: bool = False) -> None:
+    from owlkit.cli.render import err_console
+
+    if _debug and e is not None:
+        import traceback
+
+        traceback.print_exception(e)
+    if e is None:
+        err_console.print("[red]interrupted[/red]")
+    else:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if internal:
+            msg = f"internal error ({type(e).__name__}): {msg} — re-run with --debug and report it"
+        from rich.markup import escape
+
+        err_console.print(f"[red]error:[/red] {escape(msg)}", soft_wrap=True)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

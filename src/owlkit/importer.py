@@ -1,0 +1,235 @@
+"""``owl import``: turn a file or folder into a stored artifact.
+
+Reads and validates with ``owlkit.formats`` (which knows nothing of the store), hashes every file into
+the store while copying it, resolves the parents it names, then commits the catalog row last.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from owlkit import __version__
+from owlkit.errors import Refused
+from owlkit.formats.base import Inspected
+from owlkit.formats.detect import inspect_path
+from owlkit.store.blobs import Session
+from owlkit.store.manifest import FileEntry, Manifest, Parent, Recipe
+from owlkit.store.names import default_name, parse_name
+from owlkit.store.store import Store
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class ImportResult:
+    digest: str
+    name: str
+    inspected: Inspected
+    warnings: list[str] = field(default_factory=list)
+    converted_from: str | None = None  # digest of the stored pickle original, with --convert-pickle
+
+
+def plan(path: Path) -> Inspected:
+    """Inspect without storing (``owl import --dry-run`` and the progress bar's total)."""
+    ins = inspect_path(path)
+    _fill_tokenizer_digest(ins)
+    return ins
+
+
+def total_bytes(ins: Inspected) -> int:
+    return sum(ins.path_of(rel).stat().st_size for rel in ins.files)
+
+
+def import_path(
+    store: Store,
+    path: Path,
+    *,
+    name: str | None = None,
+    convert_pickle: bool = False,
+    progress: Progress | None = None,
+    inspected: Inspected | None = None,
+) -> ImportResult:
+    started = time.time()
+    ins = inspected or plan(path)
+    ref = name or default_name(_stem(ins))
+    parse_name(ref)  # validate before any I/O
+    pickles = list(ins.side.get("pickle_weights") or [])
+    if pickles and not convert_pickle:
+        raise Refused(
+            f"{pickles[0]}: pickle checkpoints can run code when loaded and are not imported; "
+            "re-run with --convert-pickle to scan it and store it as safetensors"
+        )
+    with store.session() as s:
+        # a folder's pickle weights are stored with the original (never loaded), then converted
+        files = _put_files(s, ins, sorted(set(ins.files) | set(pickles)), progress)
+        parents, unresolved, warnings = _parents(store, ins)
+        side = _side(ins, started)
+        manifest = Manifest(
+            kind=ins.kind,
+            format=ins.format,
+            files=files,
+            facts=ins.facts,
+            license=ins.license.id,
+            parents=parents,
+        )
+        if pickles:
+            converted = _convert_pickles(s, ins, pickles, files)  # refuses before anything is committed
+            original = store.commit(manifest, side, unresolved=unresolved)
+            digest = _commit_converted(store, ins, converted, original, side, ref)
+            return ImportResult(digest, ref, ins, warnings + ins.warnings, converted_from=original)
+        digest = store.commit(manifest, side, name=ref, unresolved=unresolved)
+    if ins.kind == "model" and ins.origin and ins.origin.repo_id:
+        store.resolve_unresolved(ins.origin.repo_id, digest)  # adapters imported before their base
+    return ImportResult(digest, ref, ins, warnings + ins.warnings)
+
+
+def _stem(ins: Inspected) -> str:
+    if ins.origin and ins.origin.repo_id:
+        return ins.origin.repo_id.split("/")[-1]
+    return ins.root.stem if ins.root.is_file() else ins.root.name
+
+
+def _put_files(s: Session, ins: Inspected, rels: list[str], progress: Progress | None) -> list[FileEntry]:
+    out = []
+    for rel in rels:
+        hexdigest, size = s.put_file(ins.path_of(rel), progress)
+        out.append(FileEntry(rel, size, hexdigest))
+    return out
+
+
+def _parents(store: Store, ins: Inspected) -> tuple[list[Parent], list[tuple[str, str]], list[str]]:
+    """An adapter's base, resolved by store name, upstream repo id, or source path; else unresolved."""
+    if ins.kind != "adapter" or not ins.base_ref:
+        return [], [], []
+    digest = find_by_reference(store, ins.base_ref)
+    if digest:
+        return [Parent(digest, "adapter_of")], [], []
+    return (
+        [],
+        [("adapter_of", ins.base_ref)],
+        [f"base {ins.base_ref!r} is not in the store; recorded as unresolved (import it to link them)"],
+    )
+
+
+def find_by_reference(store: Store, ref: str) -> str | None:
+    """The stored model a name refers to: an owl name, an upstream repo id, or a local source path."""
+    try:
+        return store.resolve(ref)
+    except Exception:
+        pass
+    candidates = [ref]
+    p = Path(ref).expanduser()
+    if p.exists():
+        candidates.append(str(p.resolve()))
+    for rec in reversed(store.list(kind="model")):  # newest first
+        origin = rec.side.get("origin") or {}
+        if origin.get("repo_id") in candidates or origin.get("source_path") in candidates:
+            return rec.digest
+    return None
+
+
+def _side(ins: Inspected, started: float) -> dict[str, Any]:
+    origin = ins.origin
+    return {
+        "origin": {k: v for k, v in vars(origin).items() if v is not None} if origin else {},
+        "license": {k: v for k, v in vars(ins.license).items() if v is not None},
+        "flags": ins.flags,
+        "warnings": ins.warnings,
+        "base_ref": ins.base_ref,
+        "imported_at": started,
+        "import_seconds": round(time.time() - started, 3),
+        "owlkit": __version__,
+        **ins.side,
+    }
+
+
+def _fill_tokenizer_digest(ins: Inspected) -> None:
+    """The normalised tokenizer digest (part of base identity) needs the `ml` extra; without it the
+    fact stays None and a warning says why."""
+    if ins.kind != "model" or ins.format not in ("hf", "gguf") or ins.facts.get("tokenizer_digest"):
+        return
+    try:
+        from owlkit.formats import tokenizer as tk
+    except ImportError:
+        ins.warnings.append("tokenizer digest not computed: pip install 'owlkit[ml]'")
+        return
+    try:
+        ins.facts["tokenizer_digest"] = (
+            tk.tokenizer_digest_gguf(ins.root) if ins.format == "gguf" else tk.tokenizer_digest_hf(ins.root)
+        )
+    except ImportError:
+        ins.warnings.append("tokenizer digest not computed: pip install 'owlkit[ml]'")
+
+
+def _converted_name(rel: str) -> str:
+    p = Path(rel)
+    stem = p.stem.replace("pytorch_model", "model")
+    return str(p.with_name(stem + ".safetensors"))
+
+
+@dataclass
+class _Converted:
+    files: list[FileEntry]
+    renamed: dict[str, str]
+    sources: dict[str, str]
+
+
+def _convert_pickles(s: Session, ins: Inspected, pickles: list[str], stored: list[FileEntry]) -> _Converted:
+    """Scan, load with weights_only and re-store each pickle as safetensors (blobs only, no commit)."""
+    from owlkit.formats.pickles import convert_pickle_to_safetensors
+
+    renamed = {rel: _converted_name(rel) for rel in pickles}
+    files: list[FileEntry] = []
+    sources: dict[str, str] = {}
+    for rel in pickles:
+        tmp = s.temp_path(".safetensors")
+        info = convert_pickle_to_safetensors(ins.path_of(rel), tmp)
+        sources[renamed[rel]] = info["source_sha256"]
+        size = tmp.stat().st_size
+        files.append(FileEntry(renamed[rel], size, s.adopt(tmp)))
+    for entry in stored:
+        if entry.path in pickles:
+            continue
+        if entry.path.endswith(".bin.index.json"):  # sharded pickle index -> safetensors index
+            index = json.loads(ins.path_of(entry.path).read_text())
+            index["weight_map"] = {k: renamed.get(v, v) for k, v in index.get("weight_map", {}).items()}
+            body = json.dumps(index, indent=2, sort_keys=True).encode()
+            files.append(FileEntry("model.safetensors.index.json", len(body), s.put_bytes(body)))
+        else:
+            files.append(entry)
+    return _Converted(files, renamed, sources)
+
+
+def _commit_converted(
+    store: Store, ins: Inspected, conv: _Converted, original: str, side: dict, ref: str
+) -> str:
+    """A ``converted_from`` edge (and recipe) records the original artifact, whose bytes stay stored
+    but are never loaded."""
+    files = conv.files
+    facts = dict(ins.facts)
+    if ins.format == "pickle":  # a bare checkpoint: read its facts from what we wrote
+        from owlkit.formats.safetensors import read_safetensors_header
+
+        header = read_safetensors_header(store.blobs.path(files[0].sha256))
+        facts.update(parameters=header.parameters, dtype=header.dtype_summary())
+    manifest = Manifest(
+        kind=ins.kind,
+        format="hf" if ins.format == "hf" else "safetensors",
+        files=files,
+        facts=facts,
+        license=ins.license.id,
+        parents=[Parent(original, "converted_from")],
+        recipe=Recipe(name="convert-pickle", params={"files": conv.renamed}, inputs={"source": original}),
+    )
+    side = {
+        **side,
+        "converted_pickles": conv.sources,
+        "flags": [f for f in ins.flags if f != "pickle-weights"],
+    }
+    side.pop("pickle_weights", None)
+    return store.commit(manifest, side, name=ref)

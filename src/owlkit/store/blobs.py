@@ -1,0 +1,223 @@
+"""Content-addressed files under ``<home>/blobs/sha256/ab/cdef…``.
+
+A blob is written by streaming its source into a temp file inside ``<home>/tmp/<session>/`` while
+hashing it, then fsync and rename into place (the same filesystem, so the rename is atomic). Readers
+never see half a blob. Hashing and writing overlap on two threads (hashlib and file writes release the
+GIL), so one read of the source feeds both: that is what keeps import close to a plain ``cp``.
+
+Writers work inside a :class:`Session`: a directory holding an exclusive ``flock`` for the writer's
+life and a ``pins`` list of every blob the writer placed or reuses. ``gc`` treats a locked session as
+alive (its pins are spared), and removes an unlocked one (its writer died) with its temp files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from owlkit.errors import Corrupt, UsageError
+
+CHUNK = 8 * 1024 * 1024  # large buffers: fewer syscalls, hashlib releases the GIL above 2 KiB
+_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def check_hex(hexdigest: str) -> str:
+    """A sha256 hex digest must be exactly 64 lower-case hex characters before it becomes a path."""
+    if not _HEX.fullmatch(hexdigest):
+        raise UsageError(f"invalid sha256 digest {hexdigest[:80]!r}: expected 64 lower-case hex characters")
+    return hexdigest
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Blobs:
+    def __init__(self, home: Path) -> None:
+        self.root = home / "blobs" / "sha256"
+        self.tmp = home / "tmp"
+
+    def path(self, hexdigest: str) -> Path:
+        check_hex(hexdigest)
+        return self.root / hexdigest[:2] / hexdigest[2:]
+
+    def exists(self, hexdigest: str) -> bool:
+        return self.path(hexdigest).is_file()
+
+    def iter_all(self) -> Iterator[tuple[str, Path]]:
+        """Every blob on disk as (hex, path); anything not shaped like a blob is skipped."""
+        if not self.root.is_dir():
+            return
+        for sub in sorted(self.root.iterdir()):
+            if not sub.is_dir() or len(sub.name) != 2:
+                continue
+            for f in sorted(sub.iterdir()):
+                hexdigest = sub.name + f.name
+                if _HEX.fullmatch(hexdigest):
+                    yield hexdigest, f
+
+    def hash_file(self, path: Path, progress: Callable[[int], None] | None = None) -> str:
+        h = hashlib.sha256()
+        with open(path, "rb", buffering=0) as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+                if progress:
+                    progress(len(chunk))
+        return h.hexdigest()
+
+    def verify(self, hexdigest: str) -> None:
+        """Re-hash one blob; raise Corrupt when it is missing or its content changed."""
+        p = self.path(hexdigest)
+        if not p.is_file():
+            raise Corrupt(f"blob sha256:{hexdigest} is missing from {p.parent}")
+        got = self.hash_file(p)
+        if got != hexdigest:
+            raise Corrupt(f"blob sha256:{hexdigest} is corrupt (content hashes to {got[:12]}…)")
+
+
+class Session:
+    """One writer's workspace: temp files, a held lock, and the pins that protect its blobs from gc."""
+
+    def __init__(self, blobs: Blobs) -> None:
+        self.blobs = blobs
+        name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        # Lock first under a name gc leaves alone, then rename: gc never sees an unlocked live session.
+        new = blobs.tmp / f".new-{name}"
+        new.mkdir(parents=True, exist_ok=False)
+        self._lock_fd = os.open(new / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self.dir = blobs.tmp / f"session-{name}"
+        os.rename(new, self.dir)
+        self._pins = open(self.dir / "pins", "a", encoding="ascii")  # noqa: SIM115 - lives as long as the session
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pins.closed:
+            return
+        self._pins.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.close(self._lock_fd)  # releasing the lock last: gc sees pins until the directory is gone
+
+    def pin(self, hexdigest: str) -> None:
+        """Record a blob this writer relies on, durably enough for a concurrent gc (same host) to see it."""
+        self._pins.write(hexdigest + "\n")
+        self._pins.flush()
+
+    def temp_path(self, suffix: str = ".part") -> Path:
+        return self.dir / f"{uuid.uuid4().hex}{suffix}"
+
+    def put_file(self, src: Path, progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+        """Copy ``src`` into the store, hashing while copying. Returns (hex, size)."""
+        tmp = self.temp_path()
+        h = hashlib.sha256()
+        size = 0
+        with (
+            open(src, "rb", buffering=0) as fin,
+            open(tmp, "wb", buffering=0) as fout,
+            ThreadPoolExecutor(1) as ex,
+        ):
+            pending = None
+            while chunk := fin.read(CHUNK):
+                size += len(chunk)
+                write = ex.submit(fout.write, chunk)  # write this chunk on the helper thread...
+                h.update(chunk)  # ...while hashing it here
+                if pending is not None:
+                    pending.result()
+                pending = write
+                if progress:
+                    progress(len(chunk))
+            if pending is not None:
+                pending.result()
+            os.fsync(fout.fileno())
+        return self._place(tmp, h.hexdigest()), size
+
+    def put_bytes(self, data: bytes) -> str:
+        tmp = self.temp_path()
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return self._place(tmp, hashlib.sha256(data).hexdigest())
+
+    def adopt(self, tmp: Path, hexdigest: str | None = None) -> str:
+        """Move a finished temp file (written by a converter inside this session) into the store."""
+        if hexdigest is None:
+            hexdigest = self.blobs.hash_file(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        return self._place(tmp, hexdigest)
+
+    def _place(self, tmp: Path, hexdigest: str) -> str:
+        self.pin(hexdigest)  # pin before the blob becomes visible, so gc can never see it unprotected
+        dest = self.blobs.path(hexdigest)
+        if dest.is_file():
+            tmp.unlink()  # identical content is stored once
+            return hexdigest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp, 0o444)  # blobs are immutable: a stray write fails for non-root users
+        os.replace(tmp, dest)
+        fsync_dir(dest.parent)
+        return hexdigest
+
+
+NEW_SESSION_GRACE_S = 600
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except FileNotFoundError:
+        return time.time()
+
+
+def dead_sessions(blobs: Blobs) -> tuple[list[Path], set[str]]:
+    """Split session dirs into dead ones (no live writer) and the pins of live ones."""
+    dead: list[Path] = []
+    pinned: set[str] = set()
+    if not blobs.tmp.is_dir():
+        return dead, pinned
+    now = time.time()
+    for d in blobs.tmp.iterdir():
+        if d.name.startswith(".new-"):
+            # a session being born; only one left behind long ago by a killed writer is dead
+            if now - _mtime(d) > NEW_SESSION_GRACE_S:
+                dead.append(d)
+            continue
+        lock = d / ".lock"
+        if not d.is_dir() or not lock.exists():
+            dead.append(d)
+            continue
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except FileNotFoundError:
+            continue  # the writer finished between listing and opening
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pins = d / "pins"
+            with contextlib.suppress(FileNotFoundError):
+                pinned.update(line.strip() for line in pins.read_text("ascii").splitlines() if line.strip())
+        else:
+            dead.append(d)
+        finally:
+            os.close(fd)
+    return dead, pinned

@@ -1,0 +1,170 @@
+"""The catalog: artifacts, their files, tags and lineage edges, in SQL (SQLAlchemy 2 Core).
+
+SQLite in WAL mode by default (``<home>/catalog.db``); any SQLAlchemy URL in ``OWL_DB`` works too
+(PostgreSQL for a shared hub). The schema is managed by Alembic from the first table on. Write
+commands migrate to head on open (importing Alembic only when the schema is behind); read commands
+check the version with one query and never import Alembic.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from owlkit.errors import SchemaMismatch
+
+# The Alembic revision this code expects; tests check it equals the migration scripts' head.
+SCHEMA_HEAD = "0001_initial"
+KNOWN_REVISIONS = ("0001_initial",)
+
+metadata = MetaData()
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("digest", String(71), primary_key=True),  # "sha256:" + 64 hex
+    Column("kind", String(16), nullable=False),
+    Column("format", String(32), nullable=False),
+    Column("license", String(200), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("manifest", Text, nullable=False),  # canonical JSON, hashed
+    Column("side", Text, nullable=False),  # side record JSON, not hashed
+    Column("created_at", Float, nullable=False),
+)
+
+files = Table(
+    "files",
+    metadata,
+    Column("artifact", String(71), ForeignKey("artifacts.digest", ondelete="CASCADE"), primary_key=True),
+    Column("path", String(1024), primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Index("ix_files_sha256", "sha256"),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("tag", String(128), primary_key=True),
+    Column("digest", String(71), ForeignKey("artifacts.digest", ondelete="CASCADE"), nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_tags_digest", "digest"),
+)
+
+edges = Table(
+    "edges",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("child", String(71), ForeignKey("artifacts.digest", ondelete="CASCADE"), nullable=False),
+    Column("relation", String(32), nullable=False),
+    # parent is NULL when the parent is named but not in the store (an adapter's base not yet imported)
+    Column("parent", String(71), nullable=True),
+    Column("parent_ref", String(500), nullable=True),  # the name the child gave its parent, when unresolved
+    Index("ix_edges_child", "child"),
+    Index("ix_edges_parent", "parent"),
+)
+
+
+def _sqlite_pragmas(engine: Engine, *, immediate: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _rec: Any) -> None:
+        dbapi_conn.isolation_level = None  # pysqlite must not issue its own BEGIN; we do below
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout = 60000")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.execute("PRAGMA synchronous = FULL")  # a committed catalog row survives power loss
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # Writers take the write lock up front: a deferred transaction that later upgrades to a write
+        # fails at once with SQLITE_BUSY under WAL instead of waiting for the busy timeout.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def make_engine(url: str, *, write: bool) -> Engine:
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        _sqlite_pragmas(engine, immediate=write)
+    return engine
+
+
+def sqlite_url(home: Path) -> str:
+    return f"sqlite:///{home / 'catalog.db'}"
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The schema version, in one query. None for an empty database."""
+    try:
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except (OperationalError, ProgrammingError):
+        return None
+
+
+def check_schema(conn: Connection) -> str | None:
+    """For read commands: fail clearly unless the schema is exactly the one this code knows."""
+    rev = current_revision(conn)
+    if rev is None or rev == SCHEMA_HEAD:
+        return rev
+    if rev in KNOWN_REVISIONS:
+        raise SchemaMismatch(
+            f"the owlkit catalog is at schema {rev}, this owlkit needs {SCHEMA_HEAD}: run `owl upgrade`"
+        )
+    raise SchemaMismatch(
+        f"the owlkit catalog is at schema {rev}, newer than this owlkit knows ({SCHEMA_HEAD}): upgrade owlkit"
+    )
+
+
+@contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def upgrade(engine: Engine, lock_path: Path) -> str | None:
+    """Apply Alembic migrations up to head; returns the revision before. Concurrent callers serialise."""
+    with engine.connect() as conn:
+        before = current_revision(conn)
+    if before == SCHEMA_HEAD:
+        return before
+    if before is not None and before not in KNOWN_REVISIONS:
+        raise SchemaMismatch(
+            f"the owlkit catalog is at schema {before}, newer than this owlkit knows: upgrade owlkit"
+        )
+    from alembic import command
+    from alembic.config import Config
+
+    with _file_lock(lock_path):
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    return before

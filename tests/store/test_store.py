@@ -1,0 +1,159 @@
+"""The store's invariants: content addressing, what the digest covers, atomic writes, gc, schema."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from owlkit.errors import Ambiguous, NotFound, Refused, SchemaMismatch, UsageError
+from owlkit.store import open_store
+from owlkit.store import catalog as cat
+from owlkit.store.manifest import FileEntry, Manifest, Parent, Recipe
+from owlkit.store.names import default_name, parse_name
+
+
+def _put(store, tmp_path: Path, content: bytes, name: str = "f.bin") -> FileEntry:
+    src = tmp_path / name
+    src.write_bytes(content)
+    with store.session() as s:
+        hexdigest, size = s.put_file(src)
+    return FileEntry(name, size, hexdigest)
+
+
+def test_blob_layout_and_dedupe(owl_home: Path, tmp_path: Path) -> None:
+    store = open_store(write=True)
+    a = _put(store, tmp_path, b"same bytes", "a.bin")
+    b = _put(store, tmp_path, b"same bytes", "b.bin")
+    assert a.sha256 == b.sha256
+    path = owl_home / "blobs" / "sha256" / a.sha256[:2] / a.sha256[2:]
+    assert path.read_bytes() == b"same bytes"
+    assert len(list(store.blobs.iter_all())) == 1
+    assert not (path.stat().st_mode & 0o222), "blobs are stored read-only"
+
+
+def test_digest_covers_exactly_the_manifest(owl_home: Path, tmp_path: Path) -> None:
+    store = open_store(write=True)
+    f = _put(store, tmp_path, b"weights")
+    base = dict(kind="model", format="safetensors", files=[f], facts={"parameters": 1}, license="MIT")
+    m = Manifest(**base)
+    d1 = store.commit(m, {"origin": {"source_path": "/a"}, "seconds": 1.0}, name="x")
+    d2 = store.commit(Manifest(**base), {"origin": {"source_path": "/elsewhere"}, "seconds": 9.0}, name="y")
+    assert d1 == d2, "side records (origin, timings) are not hashed"
+    parent = Parent(d1, "converted_from")
+    variants = [
+        dict(base, kind="adapter"),
+        dict(base, format="hf"),
+        dict(base, facts={"parameters": 2}),
+        dict(base, license="Apache-2.0"),
+        dict(base, parents=[parent]),
+        dict(base, recipe=Recipe("convert", {"dtype": "float32"}, {"source": d1})),
+        dict(base, recipe=Recipe("convert", {"dtype": "float32"}, {"source": d1}, seed=1)),
+        dict(base, files=[FileEntry("g.bin", f.size, f.sha256)]),
+    ]
+    digests = {Manifest(**v).digest() for v in variants}
+    assert len(digests) == len(variants) and d1 not in digests
+
+
+def test_refs_names_tags_and_prefixes(owl_home: Path, tmp_path: Path) -> None:
+    store = open_store(write=True)
+    f = _put(store, tmp_path, b"one")
+    d = store.commit(Manifest("model", "safetensors", [f]), {}, name="org/model:v1")
+    assert store.resolve("org/model:v1") == d
+    assert store.resolve(d) == d
+    assert store.resolve(d.removeprefix("sha256:")[:8]) == d
+    with pytest.raises(NotFound, match="did you mean org/model:v1"):
+        store.resolve("org/model:v2")
+    for bad in ("../x", "a b", "-x", "a..b", "x:" + "t" * 200):
+        with pytest.raises(UsageError):
+            parse_name(bad)
+    assert default_name("SmolLM2-135M-Instruct.Q4_1") == "smollm2-135m-instruct.q4_1"
+
+
+def test_ambiguous_prefix(owl_home: Path) -> None:
+    store = open_store(write=True)
+    seen: dict[str, Manifest] = {}
+    for i in range(100_000):  # birthday search for two digests sharing 4 hex characters
+        m = Manifest("dataset", "dataset", [], facts={"i": i})
+        prefix = m.digest()[7:11]
+        if prefix in seen:
+            break
+        seen[prefix] = m
+    store.commit(seen[prefix], {})
+    store.commit(m, {})
+    with pytest.raises(Ambiguous, match="matches 2 artifacts"):
+        store.resolve(prefix)
+
+
+def test_rm_refuses_dependents_and_gc_frees(owl_home: Path, tmp_path: Path) -> None:
+    store = open_store(write=True)
+    parent = store.commit(Manifest("model", "gguf", [_put(store, tmp_path, b"p")]), {}, name="p")
+    child = store.commit(
+        Manifest("model", "hf", [_put(store, tmp_path, b"c")], parents=[Parent(parent, "converted_from")]), {}, name="c"
+    )
+    with pytest.raises(Refused, match="has dependents"):
+        store.remove("p")
+    store.remove("c")
+    assert store.gc().blobs_removed == 1
+    store.remove("p")
+    assert store.gc().blobs_removed == 1
+    assert list(store.blobs.iter_all()) == []
+    with pytest.raises(NotFound):
+        store.resolve(child)
+
+
+def test_gc_spares_live_sessions_and_removes_dead_ones(owl_home: Path, tmp_path: Path) -> None:
+    store = open_store(write=True)
+    src = tmp_path / "x"
+    src.write_bytes(b"in flight")
+    with store.session() as s:
+        hexdigest, _ = s.put_file(src)
+        (s.dir / "half.part").write_bytes(b"partial")
+        report = store.gc()  # a concurrent gc while this writer holds its session
+        assert report.blobs_removed == 0 and store.blobs.exists(hexdigest)
+    # a writer that died: its session dir remains but nobody holds the lock
+    dead = owl_home / "tmp" / "session-999999-deadbeef"
+    dead.mkdir()
+    (dead / ".lock").touch()
+    (dead / "x.part").write_bytes(b"junk")
+    report = store.gc()
+    assert not dead.exists() and report.temp_removed == 1
+    assert report.blobs_removed == 1  # the in-flight blob was never committed
+
+
+def test_schema_head_matches_migrations_and_metadata(owl_home: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(cat.__file__).parent / "migrations"))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == cat.SCHEMA_HEAD
+    store = open_store(write=True)
+    with store.engine.connect() as conn:
+        assert cat.current_revision(conn) == cat.SCHEMA_HEAD
+        assert compare_metadata(MigrationContext.configure(conn), cat.metadata) == []
+
+
+def test_schema_version_checked_by_readers(owl_home: Path) -> None:
+    store = open_store(write=True)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999_future'")
+    with pytest.raises(SchemaMismatch, match="newer than this owlkit"):
+        open_store()
+
+
+def test_read_commands_import_neither_alembic_nor_torch(owl_home: Path) -> None:
+    open_store(write=True)
+    code = (
+        "import sys\nfrom owlkit.cli.main import main\n"
+        "try:\n    main(['ls'])\nexcept SystemExit:\n    pass\n"
+        "bad = [m for m in ('alembic', 'torch', 'transformers') if m in sys.modules]\n"
+        "sys.exit(f'imported {bad}' if bad else 0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
