@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from owlkit.errors import Ambiguous, NotFound, Refused, SchemaMismatch, UsageError
-from owlkit.store import open_store
 from owlkit.store import catalog as cat
+from owlkit.store import open_store
 from owlkit.store.manifest import FileEntry, Manifest, Parent, Recipe
 from owlkit.store.names import default_name, parse_name
 
@@ -92,7 +92,9 @@ def test_rm_refuses_dependents_and_gc_frees(owl_home: Path, tmp_path: Path) -> N
     store = open_store(write=True)
     parent = store.commit(Manifest("model", "gguf", [_put(store, tmp_path, b"p")]), {}, name="p")
     child = store.commit(
-        Manifest("model", "hf", [_put(store, tmp_path, b"c")], parents=[Parent(parent, "converted_from")]), {}, name="c"
+        Manifest("model", "hf", [_put(store, tmp_path, b"c")], parents=[Parent(parent, "converted_from")]),
+        {},
+        name="c",
     )
     with pytest.raises(Refused, match="has dependents"):
         store.remove("p")
@@ -126,9 +128,9 @@ def test_gc_spares_live_sessions_and_removes_dead_ones(owl_home: Path, tmp_path:
 
 def test_schema_head_matches_migrations_and_metadata(owl_home: Path) -> None:
     from alembic.autogenerate import compare_metadata
+    from alembic.config import Config
     from alembic.migration import MigrationContext
     from alembic.script import ScriptDirectory
-    from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(cat.__file__).parent / "migrations"))

@@ -1,0 +1,69 @@
+"""Helpers shared by the tests (import as `from owltest import ...`): where ../shared is, and
+builders of tiny random models with real tokenizers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("OWL_SHARED", REPO.parent / "shared"))
+STORIES = SHARED / "realmodels" / "stories260k" / "hf"
+SMOLLM_GGUF = SHARED / "realmodels" / "smollm2-135m-instruct-q4_1" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+ALPACA = SHARED / "data" / "alpaca-5k"
+
+
+def need(path: Path) -> Path:
+    """Skip the calling test, with the reason, when a file from ../shared is absent."""
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared not beside the repo; set OWL_SHARED)")
+    return path
+
+
+def build_tokenizer(folder: Path, vocab_size: int = 96) -> None:
+    """A real byte-level BPE tokenizer trained on a few sentences, saved the way transformers saves one."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<s>", "</s>", "<unk>"], show_progress=False
+    )
+    corpus = ["Once upon a time there was a tiny owl.", "The owl read model files carefully."] * 20
+    tok.train_from_iterator(corpus, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    fast.save_pretrained(folder)
+
+
+def build_tiny_llama(folder: Path, *, seed: int = 0, vocab_size: int = 96, hidden: int = 32) -> Path:
+    """A tiny random LlamaForCausalLM (about 40K parameters) with a real tokenizer, as an HF folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        bos_token_id=0,
+        eos_token_id=1,
+        tie_word_embeddings=False,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    build_tokenizer(folder, vocab_size)
+    (folder / "README.md").write_text(
+        "---\nlicense: apache-2.0\n---\n# tiny-llama\nA tiny random Llama for tests.\n"
+    )
+    return folder
