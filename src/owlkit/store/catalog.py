@@ -95,6 +95,8 @@ def _sqlite_pragmas(engine: Engine, *, immediate: bool) -> None:
         cur.execute("PRAGMA busy_timeout = 60000")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.execute("PRAGMA synchronous = FULL")  # a committed catalog row survives power loss
+        if immediate:
+            cur.execute("PRAGMA journal_mode = WAL")  # readers never block writers (persists in the file)
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -87,9 +87,6 @@ class Store:
         self.exists = not self.is_sqlite or (home / "catalog.db").exists()
         self.engine = cat.make_engine(url, write=write)
         if write:
-            if self.is_sqlite:
-                with self.engine.connect() as conn:
-                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
             cat.upgrade(self.engine, home / "catalog.lock")
             self.exists = True
         elif self.exists:

@@ -1,0 +1,9 @@
+"""Licenses and terms: what an artifact may be used for, and what it passes on to derivatives.
+
+``detect`` finds an artifact's license (card metadata, GGUF metadata, LICENSE texts); the knowledge
+base of obligations and their propagation through lineage build on its ids.
+"""
+
+from owlkit.terms.detect import detect_license, match_license_text, normalize_license
+
+__all__ = ["detect_license", "match_license_text", "normalize_license"]
