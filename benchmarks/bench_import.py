@@ -44,6 +44,11 @@ def make_safetensors(path: Path, size: int) -> None:
             left -= k
 
 
+def _hash(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def timed(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -68,12 +73,20 @@ def main() -> None:
         cp_t, owl_t, hash_t = [], [], []
         for i in range(args.repeat):
             dst = work / f"copy{i}"
-            cp_t.append(timed(lambda dst=dst: subprocess.run(f"cp '{src}' '{dst}' && sync", shell=True, check=True)))
+            cp_t.append(
+                timed(lambda dst=dst: subprocess.run(f"cp '{src}' '{dst}' && sync", shell=True, check=True))
+            )
             dst.unlink()
             env = {**os.environ, "OWL_HOME": str(work / f"home{i}")}
-            owl_t.append(timed(lambda env=env: subprocess.run([OWL, "import", str(src), "--name", "big"], env=env, check=True, capture_output=True)))
+            owl_t.append(
+                timed(
+                    lambda env=env: subprocess.run(
+                        [OWL, "import", str(src), "--name", "big"], env=env, check=True, capture_output=True
+                    )
+                )
+            )
             shutil.rmtree(work / f"home{i}")
-            hash_t.append(timed(lambda: hashlib.file_digest(open(src, "rb"), "sha256")))
+            hash_t.append(timed(lambda: _hash(src)))
             subprocess.run(["sync"], check=True)
         gib = size / 2**30
         cp_s, owl_s, hash_s = statistics.median(cp_t), statistics.median(owl_t), statistics.median(hash_t)
@@ -96,7 +109,10 @@ def main() -> None:
             "                 facts={'parameters': i, 'dtype': 'float32'}, license='MIT'), {}, name=f'model-{i}')\n"
         )
         subprocess.run([sys.executable, "-c", code], env=env, check=True)
-        runs = [timed(lambda: subprocess.run([OWL, "ls"], env=env, check=True, capture_output=True)) for _ in range(5)]
+        runs = [
+            timed(lambda: subprocess.run([OWL, "ls"], env=env, check=True, capture_output=True))
+            for _ in range(5)
+        ]
         print(f"owl ls with 100 artifacts: {statistics.median(runs):.3f} s median of 5  (target < 0.5 s)")
     finally:
         shutil.rmtree(work, ignore_errors=True)

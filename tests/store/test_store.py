@@ -149,12 +149,12 @@ def test_schema_version_checked_by_readers(owl_home: Path) -> None:
         open_store()
 
 
-def test_read_commands_import_neither_alembic_nor_torch(owl_home: Path) -> None:
+def test_read_commands_import_neither_alembic_nor_torch_nor_sqlalchemy(owl_home: Path) -> None:
     open_store(write=True)
     code = (
         "import sys\nfrom owlkit.cli.main import main\n"
         "try:\n    main(['ls'])\nexcept SystemExit:\n    pass\n"
-        "bad = [m for m in ('alembic', 'torch', 'transformers') if m in sys.modules]\n"
+        "bad = [m for m in ('alembic', 'torch', 'transformers', 'sqlalchemy') if m in sys.modules]\n"
         "sys.exit(f'imported {bad}' if bad else 0)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], env={**os.environ}, capture_output=True, text=True)

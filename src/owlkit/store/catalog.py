@@ -26,17 +26,17 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     event,
+    insert,
+    select,
     text,
+    update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from owlkit.errors import SchemaMismatch
-
-# The Alembic revision this code expects; tests check it equals the migration scripts' head.
-SCHEMA_HEAD = "0001_initial"
-KNOWN_REVISIONS = ("0001_initial",)
+from owlkit.store.reader import KNOWN_REVISIONS, SCHEMA_HEAD, check_revision
 
 metadata = MetaData()
 
@@ -113,30 +113,12 @@ def make_engine(url: str, *, write: bool) -> Engine:
     return engine
 
 
-def sqlite_url(home: Path) -> str:
-    return f"sqlite:///{home / 'catalog.db'}"
-
-
 def current_revision(conn: Connection) -> str | None:
-    """The schema version, in one query. None for an empty database."""
+    """The schema version on an open SQLAlchemy connection. None for an empty database."""
     try:
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except (OperationalError, ProgrammingError):
         return None
-
-
-def check_schema(conn: Connection) -> str | None:
-    """For read commands: fail clearly unless the schema is exactly the one this code knows."""
-    rev = current_revision(conn)
-    if rev is None or rev == SCHEMA_HEAD:
-        return rev
-    if rev in KNOWN_REVISIONS:
-        raise SchemaMismatch(
-            f"the owlkit catalog is at schema {rev}, this owlkit needs {SCHEMA_HEAD}: run `owl upgrade`"
-        )
-    raise SchemaMismatch(
-        f"the owlkit catalog is at schema {rev}, newer than this owlkit knows ({SCHEMA_HEAD}): upgrade owlkit"
-    )
 
 
 @contextmanager
@@ -157,9 +139,7 @@ def upgrade(engine: Engine, lock_path: Path) -> str | None:
     if before == SCHEMA_HEAD:
         return before
     if before is not None and before not in KNOWN_REVISIONS:
-        raise SchemaMismatch(
-            f"the owlkit catalog is at schema {before}, newer than this owlkit knows: upgrade owlkit"
-        )
+        check_revision(before)  # raises: a newer owlkit wrote this catalog; never migrate it backwards
     from alembic import command
     from alembic.config import Config
 
@@ -170,3 +150,57 @@ def upgrade(engine: Engine, lock_path: Path) -> str | None:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     return before
+
+
+# ----- writes (reads are plain SQL in reader.py) ---------------------------------------------------
+def artifact_exists(conn: Connection, digest: str) -> bool:
+    return conn.execute(select(artifacts.c.digest).where(artifacts.c.digest == digest)).first() is not None
+
+
+def insert_artifact(
+    conn: Connection, row: dict[str, Any], file_rows: list[dict], edge_rows: list[dict]
+) -> None:
+    """One artifact with its files and edges. Losing a race to another writer of the same artifact is
+    fine: a savepoint keeps the surrounding transaction (and its tag update) alive."""
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(artifacts).values(**row))
+            if file_rows:
+                conn.execute(insert(files), file_rows)
+            if edge_rows:
+                conn.execute(insert(edges), edge_rows)
+    except IntegrityError:
+        if not artifact_exists(conn, row["digest"]):
+            raise
+
+
+def set_tag(conn: Connection, name: str, tag: str, digest: str, now: float) -> None:
+    t = tags.c
+    if conn.execute(select(t.digest).where(t.name == name, t.tag == tag)).first():
+        conn.execute(update(tags).where(t.name == name, t.tag == tag).values(digest=digest, updated_at=now))
+    else:
+        conn.execute(insert(tags).values(name=name, tag=tag, digest=digest, updated_at=now))
+
+
+def delete_tag(conn: Connection, name: str, tag: str) -> int:
+    return conn.execute(delete(tags).where(tags.c.name == name, tags.c.tag == tag)).rowcount
+
+
+def set_side(conn: Connection, digest: str, side_json: str) -> None:
+    conn.execute(update(artifacts).where(artifacts.c.digest == digest).values(side=side_json))
+
+
+def attach_unresolved(conn: Connection, ref: str, digest: str) -> int:
+    e = edges.c
+    return conn.execute(
+        update(edges).where(e.parent.is_(None), e.parent_ref == ref).values(parent=digest)
+    ).rowcount
+
+
+def delete_artifact(conn: Connection, digest: str) -> None:
+    conn.execute(delete(tags).where(tags.c.digest == digest))
+    conn.execute(delete(files).where(files.c.artifact == digest))
+    # dependents keep their edge, now unresolved, naming what they were made from
+    conn.execute(update(edges).where(edges.c.parent == digest).values(parent=None, parent_ref=digest))
+    conn.execute(delete(edges).where(edges.c.child == digest))
+    conn.execute(delete(artifacts).where(artifacts.c.digest == digest))

@@ -21,14 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
-
-from owlkit.errors import Ambiguous, Corrupt, NotFound, Refused
-from owlkit.store import catalog as cat
+from owlkit.errors import Ambiguous, Corrupt, NotFound, Refused, UsageError
 from owlkit.store.blobs import Blobs, Session, dead_sessions, fsync_dir
 from owlkit.store.manifest import Manifest, canonical_json, check_rel_path
 from owlkit.store.names import digest_prefix, format_name, parse_name
+from owlkit.store.reader import Reader, sqlite_url
 
 
 def default_home() -> Path:
@@ -80,37 +77,39 @@ class Store:
         self.home = home
         self.write = write
         self.blobs = Blobs(home)
+        self.url = os.environ.get("OWL_DB") or sqlite_url(home)
+        self.reader = Reader(self.url)
+        self._engine: Any = None
         if write:
             home.mkdir(parents=True, exist_ok=True)
-        url = os.environ.get("OWL_DB") or cat.sqlite_url(home)
-        self.is_sqlite = url.startswith("sqlite")
-        self.exists = not self.is_sqlite or (home / "catalog.db").exists()
-        self.engine = cat.make_engine(url, write=write)
-        if write:
-            cat.upgrade(self.engine, home / "catalog.lock")
+            self._catalog().upgrade(self.engine, home / "catalog.lock")
             self.exists = True
-        elif self.exists:
-            with self.engine.connect() as conn:
-                if cat.check_schema(conn) is None:
-                    self.exists = False
+        else:
+            self.exists = (
+                not self.url.startswith("sqlite:///") or (home / "catalog.db").exists()
+            ) and self.reader.check_schema() is not None
+
+    @property
+    def engine(self) -> Any:
+        """The SQLAlchemy engine for writes (imported only when something is written)."""
+        if self._engine is None:
+            self._engine = self._catalog().make_engine(self.url, write=self.write)
+        return self._engine
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.reader.close()
+        if self._engine is not None:
+            self._engine.dispose()
 
     # ----- reading -------------------------------------------------------------------------------
-    def _records(self, where: Any = None) -> list[Record]:
+    def _records(self, where: str = "", **params: Any) -> list[Record]:
         if not self.exists:
             return []
-        q = select(
-            cat.artifacts.c.digest, cat.artifacts.c.manifest, cat.artifacts.c.side, cat.artifacts.c.created_at
+        rows = self.reader.rows(
+            f"SELECT digest, manifest, side, created_at FROM artifacts {where} ORDER BY created_at", **params
         )
-        if where is not None:
-            q = q.where(where)
-        with self.engine.connect() as conn:
-            rows = conn.execute(q.order_by(cat.artifacts.c.created_at)).all()
-            tag_rows = conn.execute(select(cat.tags.c.digest, cat.tags.c.name, cat.tags.c.tag)).all()
         tag_map: dict[str, list[str]] = {}
-        for d, n, t in sorted(tag_rows, key=lambda r: (r[1], r[2])):
+        for d, n, t in self.reader.rows("SELECT digest, name, tag FROM tags ORDER BY name, tag"):
             tag_map.setdefault(d, []).append(format_name(n, t))
         return [
             Record(d, Manifest.from_json(json.loads(m)), json.loads(s), c, tag_map.get(d, []))
@@ -118,10 +117,10 @@ class Store:
         ]
 
     def list(self, kind: str | None = None) -> list[Record]:
-        return self._records(cat.artifacts.c.kind == kind if kind else None)
+        return self._records("WHERE kind = :kind", kind=kind) if kind else self._records()
 
     def get(self, digest: str) -> Record:
-        recs = self._records(cat.artifacts.c.digest == digest)
+        recs = self._records("WHERE digest = :digest", digest=digest)
         if not recs:
             raise NotFound(f"artifact {digest} is not in the store: run `owl ls` to see what is")
         return recs[0]
@@ -136,38 +135,35 @@ class Store:
             raise NotFound(
                 f"{ref!r} not found: the store at {self.home} is empty; add something with `owl import PATH`"
             )
-        with self.engine.connect() as conn:
-            if ":" not in ref or not ref.startswith("sha256:"):
-                try:
-                    name, tag = parse_name(ref)
-                except Exception:
-                    name, tag = None, None
-                if name is not None:
-                    row = conn.execute(
-                        select(cat.tags.c.digest).where(cat.tags.c.name == name, cat.tags.c.tag == tag)
-                    ).first()
-                    if row:
-                        return row[0]
-            prefix = digest_prefix(ref)
-            if prefix:
-                hits = [
-                    r[0]
-                    for r in conn.execute(
-                        select(cat.artifacts.c.digest).where(
-                            cat.artifacts.c.digest.startswith("sha256:" + prefix)
-                        )
-                    ).all()
-                ]
-                if len(hits) == 1:
-                    return hits[0]
-                if len(hits) > 1:
-                    shown = ", ".join(h.removeprefix("sha256:")[:16] for h in hits[:5])
-                    raise Ambiguous(
-                        f"{ref!r} matches {len(hits)} artifacts ({shown}): give more digest characters"
-                    )
-            names = [
-                format_name(n, t) for n, t in conn.execute(select(cat.tags.c.name, cat.tags.c.tag)).all()
+        if not ref.startswith("sha256:"):
+            try:
+                name, tag = parse_name(ref)
+            except UsageError:
+                name, tag = None, None
+            if name is not None:
+                rows = self.reader.rows(
+                    "SELECT digest FROM tags WHERE name = :name AND tag = :tag", name=name, tag=tag
+                )
+                if rows:
+                    return rows[0][0]
+        prefix = digest_prefix(ref)
+        if prefix:
+            hits = [
+                r[0]
+                for r in self.reader.rows(
+                    "SELECT digest FROM artifacts WHERE substr(digest, 1, :n) = :p",
+                    n=7 + len(prefix),
+                    p="sha256:" + prefix,
+                )
             ]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                shown = ", ".join(h.removeprefix("sha256:")[:16] for h in hits[:5])
+                raise Ambiguous(
+                    f"{ref!r} matches {len(hits)} artifacts ({shown}): give more digest characters"
+                )
+        names = [format_name(n, t) for n, t in self.reader.rows("SELECT name, tag FROM tags")]
         close = difflib.get_close_matches(ref, names, n=3, cutoff=0.5) or difflib.get_close_matches(
             ref, [n.split(":")[0] for n in names], n=3, cutoff=0.5
         )
@@ -176,21 +172,13 @@ class Store:
 
     def edges_of(self, digest: str) -> tuple[list[Edge], list[Edge]]:
         """(edges to parents, edges from children) of one artifact."""
-        e = cat.edges.c
-        with self.engine.connect() as conn:
-            up = conn.execute(
-                select(e.child, e.relation, e.parent, e.parent_ref).where(e.child == digest)
-            ).all()
-            down = conn.execute(
-                select(e.child, e.relation, e.parent, e.parent_ref).where(e.parent == digest)
-            ).all()
+        cols = "SELECT child, relation, parent, parent_ref FROM edges"
+        up = self.reader.rows(f"{cols} WHERE child = :d ORDER BY id", d=digest)
+        down = self.reader.rows(f"{cols} WHERE parent = :d ORDER BY id", d=digest)
         return [Edge(*r) for r in up], [Edge(*r) for r in down]
 
     def count(self) -> int:
-        if not self.exists:
-            return 0
-        with self.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(cat.artifacts)).scalar_one()
+        return self.reader.rows("SELECT count(*) FROM artifacts")[0][0] if self.exists else 0
 
     # ----- writing -------------------------------------------------------------------------------
     @contextmanager
@@ -219,78 +207,57 @@ class Store:
                 raise Corrupt(f"cannot commit: blob for {f.path} (sha256:{f.sha256}) is not in the store")
         digest = manifest.digest()
         now = time.time()
-        body = manifest.canonical().decode()
+        cat = self._catalog()
         with self.engine.begin() as conn:
-            exists = conn.execute(
-                select(cat.artifacts.c.digest).where(cat.artifacts.c.digest == digest)
-            ).first()
-            if not exists:
-                try:
-                    with conn.begin_nested():  # a savepoint: losing the race must not abort the tag update
-                        self._insert(conn, digest, manifest, body, side, now, unresolved)
-                except IntegrityError:
-                    pass  # another writer committed the same artifact first (non-SQLite backends)
-            if name:
-                self._set_tag(conn, name, digest, now)
-        return digest
-
-    def _insert(
-        self, conn: Any, digest: str, manifest: Manifest, body: str, side: dict, now: float, unresolved
-    ) -> None:
-        conn.execute(
-            insert(cat.artifacts).values(
-                digest=digest,
-                kind=manifest.kind,
-                format=manifest.format,
-                license=manifest.license,
-                size=manifest.size,
-                manifest=body,
-                side=canonical_json(side).decode(),
-                created_at=now,
-            )
-        )
-        if manifest.files:
-            conn.execute(
-                insert(cat.files),
-                [
+            if not cat.artifact_exists(conn, digest):
+                row = {
+                    "digest": digest,
+                    "kind": manifest.kind,
+                    "format": manifest.format,
+                    "license": manifest.license,
+                    "size": manifest.size,
+                    "manifest": manifest.canonical().decode(),
+                    "side": canonical_json(side).decode(),
+                    "created_at": now,
+                }
+                files = [
                     {"artifact": digest, "path": f.path, "sha256": f.sha256, "size": f.size}
                     for f in manifest.files
-                ],
-            )
-        edge_rows = [
-            {"child": digest, "relation": p.relation, "parent": p.digest, "parent_ref": None}
-            for p in manifest.parents
-        ]
-        edge_rows += [
-            {"child": digest, "relation": rel, "parent": None, "parent_ref": ref} for rel, ref in unresolved
-        ]
-        if edge_rows:
-            conn.execute(insert(cat.edges), edge_rows)
+                ]
+                edges = [
+                    {"child": digest, "relation": p.relation, "parent": p.digest, "parent_ref": None}
+                    for p in manifest.parents
+                ]
+                edges += [
+                    {"child": digest, "relation": rel, "parent": None, "parent_ref": ref}
+                    for rel, ref in unresolved
+                ]
+                cat.insert_artifact(conn, row, files, edges)
+            if name:
+                cat.set_tag(conn, *parse_name(name), digest, now)
+        return digest
 
-    def _set_tag(self, conn: Any, ref: str, digest: str, now: float) -> None:
-        name, tag = parse_name(ref)
-        t = cat.tags.c
-        if conn.execute(select(t.digest).where(t.name == name, t.tag == tag)).first():
-            conn.execute(
-                update(cat.tags).where(t.name == name, t.tag == tag).values(digest=digest, updated_at=now)
-            )
-        else:
-            conn.execute(insert(cat.tags).values(name=name, tag=tag, digest=digest, updated_at=now))
+    def _catalog(self) -> Any:
+        """The SQLAlchemy write side, imported on first write (read commands never pay for it)."""
+        self._require_write()
+        from owlkit.store import catalog
+
+        return catalog
 
     def tag(self, ref: str, new: str) -> str:
         """Point ``new`` (``name[:tag]``) at the artifact ``ref`` names; like Ollama's copy, no files move."""
         self._require_write()
-        parse_name(new)
+        name, tag = parse_name(new)
         digest = self.resolve(ref)
         with self.engine.begin() as conn:
-            self._set_tag(conn, new, digest, time.time())
+            self._catalog().set_tag(conn, name, tag, digest, time.time())
         return digest
 
     def untag(self, ref: str) -> None:
         self._require_write()
         name, tag = parse_name(ref)
         with self.engine.begin() as conn:
-            n = conn.execute(delete(cat.tags).where(cat.tags.c.name == name, cat.tags.c.tag == tag)).rowcount
+            n = self._catalog().delete_tag(conn, name, tag)
         if not n:
             raise NotFound(f"tag {name}:{tag} not found: run `owl ls` to see tags")
 
@@ -300,20 +267,13 @@ class Store:
         rec = self.get(digest)
         rec.side.update(changes)
         with self.engine.begin() as conn:
-            conn.execute(
-                update(cat.artifacts)
-                .where(cat.artifacts.c.digest == digest)
-                .values(side=canonical_json(rec.side).decode())
-            )
+            self._catalog().set_side(conn, digest, canonical_json(rec.side).decode())
 
     def resolve_unresolved(self, ref: str, digest: str) -> int:
         """Attach edges that named ``ref`` but found no parent to the artifact now stored as ``digest``."""
         self._require_write()
-        e = cat.edges.c
         with self.engine.begin() as conn:
-            return conn.execute(
-                update(cat.edges).where(e.parent.is_(None), e.parent_ref == ref).values(parent=digest)
-            ).rowcount
+            return self._catalog().attach_unresolved(conn, ref, digest)
 
     def remove(self, ref: str, *, force: bool = False) -> Record:
         """Remove an artifact's catalog entry and tags; its blobs go at the next ``gc``."""
@@ -325,22 +285,12 @@ class Store:
             names = ", ".join(sorted({self._label(c.child) for c in children}))
             raise Refused(f"{rec.name} has dependents ({names}): remove them first, or use --force")
         with self.engine.begin() as conn:
-            conn.execute(delete(cat.tags).where(cat.tags.c.digest == digest))
-            conn.execute(delete(cat.files).where(cat.files.c.artifact == digest))
-            # dependents keep their edge, now unresolved, naming what they were made from
-            conn.execute(
-                update(cat.edges).where(cat.edges.c.parent == digest).values(parent=None, parent_ref=digest)
-            )
-            conn.execute(delete(cat.edges).where(cat.edges.c.child == digest))
-            conn.execute(delete(cat.artifacts).where(cat.artifacts.c.digest == digest))
+            self._catalog().delete_artifact(conn, digest)
         return rec
 
     def _label(self, digest: str) -> str:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(cat.tags.c.name, cat.tags.c.tag).where(cat.tags.c.digest == digest)
-            ).first()
-        return format_name(*row) if row else digest.removeprefix("sha256:")[:12]
+        rows = self.reader.rows("SELECT name, tag FROM tags WHERE digest = :d ORDER BY name, tag", d=digest)
+        return format_name(*rows[0]) if rows else digest.removeprefix("sha256:")[:12]
 
     def label(self, digest: str | None) -> str:
         return self._label(digest) if digest else "?"
@@ -352,9 +302,9 @@ class Store:
         report = GcReport()
         on_disk = list(self.blobs.iter_all())  # 1. list first...
         dead, pinned = dead_sessions(self.blobs)  # 2. ...then live writers' pins...
-        with self.engine.connect() as conn:  # 3. ...then what the catalog references (see blobs.py)
-            referenced = {r[0] for r in conn.execute(select(cat.files.c.sha256).distinct()).all()}
-            live = {r[0].removeprefix("sha256:") for r in conn.execute(select(cat.artifacts.c.digest)).all()}
+        # 3. ...then what the catalog references (see blobs.py)
+        referenced = {r[0] for r in self.reader.rows("SELECT DISTINCT sha256 FROM files")}
+        live = {r[0].removeprefix("sha256:") for r in self.reader.rows("SELECT digest FROM artifacts")}
         for d in dead:
             shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
             report.temp_removed += 1
