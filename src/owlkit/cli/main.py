@@ -65,8 +65,20 @@ def _register() -> None:
     model_cmds.register(app)
 
 
+# owl never downloads at run time (every model comes from the store), and our own progress and
+# errors replace the libraries' tqdm bars and warnings. Users can still override these.
+QUIET_LIBRARIES = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app, turning every OwlError into one red line and its exit code."""
+    for key, value in QUIET_LIBRARIES.items():
+        os.environ.setdefault(key, value)
     _register()
     try:
         app(args=argv, standalone_mode=False)

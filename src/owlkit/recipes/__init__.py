@@ -82,7 +82,7 @@ def store_output(
 def inherited_license(source: Record, relation: str) -> dict[str, Any]:
     lic = dict(source.side.get("license") or {})
     lic["id"] = source.manifest.license
-    lic["source"] = f"inherited from {source.name} ({relation})"
+    lic["source"] = f"{source.name} via {relation}"
     return lic
 
 

@@ -1,0 +1,144 @@
+"""Token-by-token generation with a KV cache, streamed as text.
+
+The loop is written out (as in nanoGPT and litgpt) rather than hidden in ``model.generate``: one
+forward per token, greedy at temperature 0, otherwise temperature + top-p sampling from a seeded
+``torch.Generator`` (the same seed gives the same text), stopping at any EOS id.
+
+Streaming decodes the ids generated so far, behind a few prompt tokens of context, and yields the new
+suffix: a character split across byte tokens is held back until complete (no U+FFFD in the stream),
+and the leading space a SentencePiece tokenizer strips from the first token of a text is kept.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from owlkit.errors import UsageError
+from owlkit.runtime.chat import render_chat
+
+_CONTEXT_TOKENS = 4  # prompt tokens decoded in front of the output (for the leading space and merges)
+
+
+def chat_prompt(tokenizer: Any, prompt: str, system: str | None = None) -> str:
+    """``prompt`` (and ``system``) rendered with the model's own chat template, in owlkit's sandbox."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):  # several named templates: the default one is what chat uses
+        template = template.get("default")
+    if not template:
+        raise UsageError("this model has no chat template; drop --chat to send the prompt as plain text")
+    messages = ([{"role": "system", "content": system}] if system is not None else []) + [
+        {"role": "user", "content": prompt}
+    ]
+    special = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
+    special.setdefault("bos_token", "")
+    special.setdefault("eos_token", "")
+    return render_chat(template, messages, add_generation_prompt=True, **special)
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    for value in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(v for v in value if isinstance(v, int))
+    return ids
+
+
+def _check(max_tokens: int, temperature: float, top_p: float) -> None:
+    if not isinstance(max_tokens, int) or max_tokens < 0:
+        raise UsageError(f"max_tokens must be a whole number >= 0, not {max_tokens!r}")
+    if not temperature >= 0:
+        raise UsageError(f"temperature must be >= 0 (0 is greedy), not {temperature!r}")
+    if not 0 < top_p <= 1:
+        raise UsageError(f"top_p must be in (0, 1], not {top_p!r}")
+
+
+def _next_token(logits: Any, temperature: float, top_p: float, generator: Any) -> int:
+    import torch
+
+    if temperature == 0:
+        return int(torch.argmax(logits).item())
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        # Keep the smallest set of most likely tokens whose mass reaches top_p (always at least one).
+        drop = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= top_p
+        sorted_probs[drop] = 0
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+    return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+def stream_generate(
+    model: Any,
+    tokenizer: Any,
+    prompt: str,
+    *,
+    chat: bool = False,
+    system: str | None = None,
+    max_tokens: int = 128,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+) -> Iterator[str]:
+    """Yield the text of up to ``max_tokens`` new tokens as they are generated.
+
+    ``chat=True`` wraps the prompt (and ``system``) in the model's chat template; then the rendered text
+    already holds any BOS the template wants, so the tokenizer adds none. Otherwise the tokenizer adds
+    its usual special tokens (``<s>`` for Llama-2-style vocabularies).
+    """
+    import torch
+
+    _check(max_tokens, temperature, top_p)
+    if chat:
+        text = chat_prompt(tokenizer, prompt, system)
+        prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    else:
+        if system is not None:
+            raise UsageError("a system prompt needs chat mode; add --chat or drop --system")
+        prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    if not prompt_ids:
+        raise UsageError("the prompt is empty after tokenization; give some text")
+
+    eos = _eos_ids(model, tokenizer)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(limit, int) and limit > 0:
+        max_tokens = min(max_tokens, max(0, limit - len(prompt_ids)))
+    generator = torch.Generator(device=model.device)
+    generator.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
+
+    context = prompt_ids[-_CONTEXT_TOKENS:]
+
+    def decode(ids: list[int]) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    prefix = decode(context)
+
+    def text(generated: list[int]) -> str:
+        full = decode(context + generated)
+        return full[len(prefix) :] if full.startswith(prefix) else decode(generated)
+
+    generated: list[int] = []
+    sent = 0  # characters of the generated text already yielded
+    past = None
+    step_ids = torch.tensor([prompt_ids], device=model.device)
+    with torch.inference_mode():
+        for _ in range(max_tokens):
+            out = model(input_ids=step_ids, past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            token = _next_token(out.logits[0, -1], temperature, top_p, generator)
+            if token in eos:
+                break
+            generated.append(token)
+            step_ids = torch.tensor([[token]], device=model.device)
+            new = text(generated)
+            if new.endswith("\ufffd"):  # part of a multi-byte character: wait for the rest
+                continue
+            if len(new) > sent:
+                yield new[sent:]
+                sent = len(new)
+    new = text(generated)
+    if len(new) > sent:
+        yield new[sent:]

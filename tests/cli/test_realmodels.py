@@ -1,0 +1,99 @@
+"""The real models in ../shared through the real CLI (skipped with a reason when ../shared is absent)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from owltest import SMOLLM_GGUF, STORIES, need
+
+pytestmark = pytest.mark.realmodel
+OWL = str(Path(sys.executable).with_name("owl"))
+
+
+def owl(home: Path, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [OWL, *map(str, args)], env={**os.environ, "OWL_HOME": str(home)}, capture_output=True, text=True
+    )
+    return proc
+
+
+def greedy_ids(model, tok, prompt: str, n: int) -> list[int]:
+    import torch
+
+    ids = tok(prompt, return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=n, do_sample=False)
+    return out[0, ids.shape[1] :].tolist()
+
+
+def test_stories260k_export_reproduces_greedy_tokens(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    home = tmp_path / "home"
+    r = owl(home, "import", need(STORIES), "--name", "stories")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "exported"
+    assert owl(home, "export", "stories", out).returncode == 0
+    original = AutoModelForCausalLM.from_pretrained(STORIES)
+    exported = AutoModelForCausalLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    a = greedy_ids(original, AutoTokenizer.from_pretrained(STORIES), "Once upon a time", 40)
+    b = greedy_ids(exported, tok, "Once upon a time", 40)
+    assert a == b
+    assert "Lily" in tok.decode(b)
+    run = owl(home, "run", "stories", "Once upon a time", "--max-tokens", "30")
+    assert run.returncode == 0 and "there was a little girl named Lily" in run.stdout
+
+
+@pytest.fixture(scope="module")
+def smol(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("smol") / "home"
+    r = owl(home, "import", need(SMOLLM_GGUF), "--name", "smollm2")
+    assert r.returncode == 0, r.stderr
+    r = owl(home, "convert", "smollm2", "--to", "hf")
+    assert r.returncode == 0, r.stderr
+    return home
+
+
+def test_smollm2_converted_matches_gguf_and_shares_identity(smol: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = json.loads(owl(smol, "show", "smollm2", "--json").stdout)
+    hf = json.loads(owl(smol, "show", "smollm2-hf", "--json").stdout)
+    assert hf["format"] == "hf" and hf["dtype"] == "float32" and hf["license"] == "Apache-2.0"
+    assert hf["parents"][0]["relation"] == "converted_from" and hf["parents"][0]["digest"] == gguf["digest"]
+    assert hf["recipe"]["name"] == "convert" and hf["recipe"]["inputs"] == {"source": gguf["digest"]}
+    assert hf["base_identity"] == gguf["base_identity"]
+    for key in ("tokenizer_digest", "chat_template_digest", "vocab_size", "shapes", "architecture"):
+        assert hf["facts"][key] == gguf["facts"][key], key
+
+    out = tmp_path / "hf"
+    assert owl(smol, "export", "smollm2-hf", out).returncode == 0
+    direct = AutoModelForCausalLM.from_pretrained(SMOLLM_GGUF.parent, gguf_file=SMOLLM_GGUF.name)
+    direct_tok = AutoTokenizer.from_pretrained(SMOLLM_GGUF.parent, gguf_file=SMOLLM_GGUF.name)
+    converted = AutoModelForCausalLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert greedy_ids(direct, direct_tok, "Once upon a time", 20) == greedy_ids(
+        converted, tok, "Once upon a time", 20
+    )
+
+
+def test_smollm2_chat_through_owl_run(smol: Path) -> None:
+    r = owl(smol, "run", "smollm2-hf", "What is the capital of France?", "--chat", "--max-tokens", "16")
+    assert r.returncode == 0, r.stderr
+    assert "Paris" in r.stdout
+    r = owl(smol, "run", "smollm2", "What is the capital of France?", "--chat", "--max-tokens", "16")
+    assert r.returncode == 0 and "Paris" in r.stdout
+
+
+def test_convert_refuses_non_gguf_and_bad_dtype(smol: Path) -> None:
+    r = owl(smol, "convert", "smollm2-hf", "--to", "hf")
+    assert r.returncode == 5 and "not GGUF" in r.stderr
+    r = owl(smol, "convert", "smollm2", "--dtype", "int3")
+    assert r.returncode == 2 and "float32" in r.stderr
