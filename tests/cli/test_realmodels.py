@@ -97,3 +97,32 @@ def test_convert_refuses_non_gguf_and_bad_dtype(smol: Path) -> None:
     assert r.returncode == 5 and "not GGUF" in r.stderr
     r = owl(smol, "convert", "smollm2", "--dtype", "int3")
     assert r.returncode == 2 and "float32" in r.stderr
+
+
+def test_adapter_on_gguf_of_same_identity_warns_and_other_identity_refused(
+    smol: Path, tmp_path: Path
+) -> None:
+    """An adapter trained on the converted folder applies to the GGUF it came from (same base identity),
+    with a warning that the quantization differs; on another model it is refused naming what differs."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base_dir = tmp_path / "base"
+    owl(smol, "export", "smollm2-hf", base_dir, "--link")
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base_dir), LoraConfig(r=2, target_modules=["q_proj"])
+    )
+    adapter = tmp_path / "adapter"
+    model.save_pretrained(adapter)
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "smollm2-hf"
+    (adapter / "adapter_config.json").write_text(json.dumps(cfg))
+    assert owl(smol, "import", adapter, "--name", "smol-lora").returncode == 0
+    info = json.loads(owl(smol, "show", "smol-lora", "--json").stdout)
+    assert info["parents"][0]["name"] == "smollm2-hf:latest"
+    r = owl(smol, "run", "smol-lora", "Hello", "--base", "smollm2", "--max-tokens", "3")
+    assert r.returncode == 0, r.stderr
+    assert "gguf:Q4_1" in r.stderr  # trained on unquantized weights, applied to the Q4_1 GGUF
+    assert owl(smol, "import", need(STORIES), "--name", "stories").returncode == 0
+    r = owl(smol, "run", "smol-lora", "Hello", "--base", "stories", "--max-tokens", "3")
+    assert r.returncode == 5 and "vocab_size" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -8,7 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from owlkit.cli.render import byte_progress, console, err_console, human_count, human_size, print_json
+from owlkit.cli.render import (
+    byte_progress,
+    console,
+    err_console,
+    human_count,
+    human_size,
+    print_columns,
+    print_json,
+)
 from owlkit.store import open_store
 from owlkit.store.store import Record, Store
 
@@ -111,25 +119,23 @@ def ls_cmd(
     if not records:
         console.print("the store is empty: add something with `owl import PATH`")
         return
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold")
-    for col in ("NAME", "DIGEST", "KIND", "FORMAT", "ARCH", "PARAMS", "DTYPE", "LICENSE", "SIZE"):
-        table.add_column(col)
+    rows = []
     for r in records:
         f = r.manifest.facts
-        table.add_row(
-            ", ".join(r.tags) or "<none>",
-            r.short,
-            r.manifest.kind,
-            r.manifest.format,
-            f.get("architecture") or "-",
-            human_count(f.get("parameters")),
-            f.get("dtype") or "-",
-            r.manifest.license,
-            human_size(r.manifest.size),
+        rows.append(
+            [
+                ", ".join(r.tags) or "<none>",
+                r.short,
+                r.manifest.kind,
+                r.manifest.format,
+                f.get("architecture") or "-",
+                human_count(f.get("parameters")),
+                f.get("dtype") or "-",
+                r.manifest.license,
+                human_size(r.manifest.size),
+            ]
         )
-    console.print(table)
+    print_columns(["NAME", "DIGEST", "KIND", "FORMAT", "ARCH", "PARAMS", "DTYPE", "LICENSE", "SIZE"], rows)
 
 
 def show_cmd(

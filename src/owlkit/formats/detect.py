@@ -84,6 +84,7 @@ def inspect_gguf(path: Path) -> Inspected:
         facts=gguf_facts(g),
         license=detect_license(gguf_license=gguf_license(g)),
         origin=Origin(source_path=str(path.resolve()), repo_id=repo_id, revision=revision, via=via),
+        warnings=list(g.warnings),
         side={
             "gguf": {
                 "version": g.version,
