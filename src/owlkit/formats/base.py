@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 @dataclass
@@ -51,6 +51,20 @@ class Inspected:
     def path_of(self, rel: str) -> Path:
         """The source file behind a stored relative path."""
         return self.root / rel if self.root.is_dir() else self.root
+
+
+def open_untrusted(path: Path, what: str) -> BinaryIO:
+    """Open a file a reader is about to validate; OS failures become one-line owlkit errors."""
+    from owlkit.errors import InvalidFile, NotFound
+
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise NotFound(f"{path}: no such file; check the path") from None
+    except IsADirectoryError:
+        raise InvalidFile(f"{path.name}: is a directory, not a {what} file; pass the file itself") from None
+    except OSError as e:
+        raise InvalidFile(f"{path.name}: cannot be read ({e.strerror}); check its permissions") from None
 
 
 def digest_text(text: str) -> str:

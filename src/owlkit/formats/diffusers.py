@@ -5,15 +5,12 @@ imported."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from owlkit.errors import InvalidFile
 from owlkit.formats.base import Inspected
 from owlkit.formats.hf_folder import (
-    CUSTOM_CODE_WARNING,
-    custom_code,
+    folder_notes,
     folder_origin,
-    folder_terms,
     read_json,
     scan_weights,
     walk_folder,
@@ -54,22 +51,8 @@ def inspect_pipeline(path: Path) -> Inspected:
     if missing:
         warnings.append(f"{INDEX}: components without a folder: {', '.join(missing)}")
 
-    flags: list[str] = []
-    side: dict[str, Any] = {"diffusers_version": index.get("_diffusers_version")}
-    if weights.pickle_weights:
-        flags.append("pickle-weights")
-        side["pickle_weights"] = weights.pickle_weights
-    if weights.left_out:
-        side["left_out"] = weights.left_out
-    code, _ = custom_code(files, {})
-    if code:
-        flags.append("custom-code: " + ", ".join(code))
-        warnings.append(CUSTOM_CODE_WARNING)
-    terms = folder_terms(path, weights.files)
-    warnings += terms.warnings
-    side.update(terms.side)
-    if terms.card.get("base_model") is not None:
-        side["card_base_model"] = terms.card["base_model"]
+    flags, side, terms = folder_notes(path, weights, files, {}, warnings)
+    side["diffusers_version"] = index.get("_diffusers_version")
 
     return Inspected(
         kind="pipeline",

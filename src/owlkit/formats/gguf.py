@@ -35,8 +35,8 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
-from owlkit.errors import InvalidFile, NotFound
-from owlkit.formats.base import MODEL_FACT_KEYS, digest_text
+from owlkit.errors import InvalidFile
+from owlkit.formats.base import MODEL_FACT_KEYS, digest_text, open_untrusted
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
@@ -212,14 +212,7 @@ def read_gguf(path: Path) -> GGUFFile:
     """
     path = Path(path)
     name = path.name
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed in the finally below
-    except FileNotFoundError:
-        raise NotFound(f"{path}: no such file; check the path") from None
-    except IsADirectoryError:
-        raise InvalidFile(f"{name}: is a directory, not a GGUF file; pass the file itself") from None
-    except OSError as e:
-        raise InvalidFile(f"{name}: cannot be read ({e.strerror}); check its permissions") from None
+    f = open_untrusted(path, "GGUF")
     try:
         size = os.fstat(f.fileno()).st_size
         head = f.read(8)

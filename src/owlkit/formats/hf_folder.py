@@ -312,6 +312,32 @@ def folder_terms(root: Path, files: list[str]) -> FolderTerms:
     return FolderTerms(card=card, license=finding, side=side, warnings=warnings)
 
 
+def folder_notes(
+    path: Path, weights: Any, files: list[str], configs: dict[str, Any], warnings: list[str]
+) -> tuple[list[str], dict[str, Any], FolderTerms]:
+    """What every folder kind records beside its facts: pickle weights and left-out files, custom code
+    (flagged, never run), the card and its license. Appends to ``warnings``; returns (flags, side, terms)."""
+    flags: list[str] = []
+    side: dict[str, Any] = {}
+    if weights.pickle_weights:
+        flags.append("pickle-weights")
+        side["pickle_weights"] = weights.pickle_weights
+    if weights.left_out:
+        side["left_out"] = weights.left_out
+    code, auto_maps = custom_code(files, configs)
+    if code:
+        flags.append("custom-code: " + ", ".join(code))
+        warnings.append(CUSTOM_CODE_WARNING)
+    if auto_maps:
+        side["auto_map"] = auto_maps
+    terms = folder_terms(path, weights.files)
+    warnings += terms.warnings
+    side.update(terms.side)
+    if terms.card.get("base_model") is not None:
+        side["card_base_model"] = terms.card["base_model"]
+    return flags, side, terms
+
+
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}")
 
 
@@ -500,27 +526,10 @@ def inspect_hf_folder(path: Path) -> Inspected:
         tokenizer_digest=None,
     )
 
-    flags: list[str] = []
-    code, auto_maps = custom_code(
-        all_files, {"config.json": config, "tokenizer_config.json": tokenizer_config}
+    flags, side, terms = folder_notes(
+        path, weights, all_files, {"config.json": config, "tokenizer_config.json": tokenizer_config}, warnings
     )
-    if code:
-        flags.append("custom-code: " + ", ".join(code))
-        warnings.append(CUSTOM_CODE_WARNING)
-    side: dict[str, Any] = {**template_side}
-    if auto_maps:
-        side["auto_map"] = auto_maps
-    if weights.pickle_weights:
-        flags.append("pickle-weights")
-        side["pickle_weights"] = weights.pickle_weights
-    if weights.left_out:
-        side["left_out"] = weights.left_out
-
-    terms = folder_terms(path, weights.files)
-    warnings += terms.warnings
-    side.update(terms.side)
-    if terms.card.get("base_model") is not None:
-        side["card_base_model"] = terms.card["base_model"]
+    side.update(template_side)
     generation = generation_summary(path, all_files)
     if generation is not None:
         side["generation_config"] = generation

@@ -9,10 +9,8 @@ from typing import Any
 from owlkit.errors import InvalidFile
 from owlkit.formats.base import Inspected
 from owlkit.formats.hf_folder import (
-    CUSTOM_CODE_WARNING,
-    custom_code,
+    folder_notes,
     folder_origin,
-    folder_terms,
     read_json,
     scan_weights,
     walk_folder,
@@ -93,26 +91,9 @@ def inspect_peft(path: Path) -> Inspected:
         "dtype": dtype,
     }
 
-    flags: list[str] = []
-    side: dict[str, Any] = {}
+    flags, side, terms = folder_notes(path, weights, files, {CONFIG: config}, warnings)
     if config.get("revision"):
         side["base_revision"] = config["revision"]
-    if weights.pickle_weights:
-        flags.append("pickle-weights")
-        side["pickle_weights"] = weights.pickle_weights
-    if weights.left_out:
-        side["left_out"] = weights.left_out
-    code, auto_maps = custom_code(files, {CONFIG: config})
-    if code:
-        flags.append("custom-code: " + ", ".join(code))
-        warnings.append(CUSTOM_CODE_WARNING)
-        if auto_maps:
-            side["auto_map"] = auto_maps
-    terms = folder_terms(path, weights.files)
-    warnings += terms.warnings
-    side.update(terms.side)
-    if terms.card.get("base_model") is not None:
-        side["card_base_model"] = terms.card["base_model"]
 
     return Inspected(
         kind="adapter",

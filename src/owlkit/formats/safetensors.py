@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from owlkit.errors import InvalidFile, NotFound
+from owlkit.errors import InvalidFile
+from owlkit.formats.base import open_untrusted
 
 # The reference loader's own limit on the header (bytes).
 MAX_HEADER = 100_000_000
@@ -114,14 +115,7 @@ def read_safetensors_header(path: Path, *, max_header: int = MAX_HEADER) -> Safe
     """
     path = Path(path)
     name = path.name
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed in the finally below
-    except FileNotFoundError:
-        raise NotFound(f"{path}: no such file; check the path") from None
-    except IsADirectoryError:
-        raise InvalidFile(f"{name}: is a directory, not a safetensors file; pass the file itself") from None
-    except OSError as e:
-        raise InvalidFile(f"{name}: cannot be read ({e.strerror}); check its permissions") from None
+    f = open_untrusted(path, "safetensors")
     try:
         size = os.fstat(f.fileno()).st_size
         if size < 8:
