@@ -1,14 +1,15 @@
-"""``owl``: the open-weights workbench.
+"""owl: the open-weights workbench.
 
-Store models, adapters, quantized variants and datasets by content, with lineage and licenses; convert,
-run and export them. Every command takes ``--json`` where it prints a listing or report.
+Store models, adapters, quantized variants and datasets by content, with lineage and licenses;
+convert, run and export them. Listings and reports take --json.
 
+\b
 Examples:
-    owl import ./SmolLM2-135M-Instruct.Q4_1.gguf --name smollm2
-    owl ls
-    owl show smollm2
-    owl convert smollm2 --to hf
-    owl run smollm2-hf "What is the capital of France?" --chat
+  owl import ./SmolLM2-135M-Instruct.Q4_1.gguf --name smollm2
+  owl ls
+  owl show smollm2
+  owl convert smollm2 --to hf
+  owl run smollm2-hf "What is the capital of France?" --chat
 """
 
 from __future__ import annotations

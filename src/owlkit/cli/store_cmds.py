@@ -198,10 +198,15 @@ def _render_show(info: dict[str, Any]) -> None:
         ("name", ", ".join(info["names"]) or "<none>"),
         ("digest", info["digest"]),
         ("kind", f"{info['kind']} ({info['format']})"),
-        ("architecture", facts.get("architecture") or "-"),
-        ("parameters", f"{facts['parameters']:,}" if facts.get("parameters") else "-"),
-        ("dtype", facts.get("dtype") or "-"),
-        ("quantization", facts.get("quantization") or "none"),
+    ]
+    if info["kind"] in ("model", "adapter"):
+        rows += [
+            ("architecture", facts.get("architecture") or "-"),
+            ("parameters", f"{facts['parameters']:,}" if facts.get("parameters") else "-"),
+            ("dtype", facts.get("dtype") or "-"),
+            ("quantization", facts.get("quantization") or "none"),
+        ]
+    rows += [
         ("license", info["license"] + (f"  (from {lic['source']})" if lic.get("source") else "")),
         ("origin", origin.get("source_path") or origin.get("derived_from") or "-"),
     ]

@@ -55,14 +55,21 @@ def gguf_to_hf(
     *,
     dtype: str = "float32",
     progress: Callable[[str], None] | None = None,
+    direct: bool = True,
 ) -> None:
     """Dequantize ``gguf_path`` into an HF folder ``out_dir`` (created; must be absent or empty).
 
     ``dtype`` is "float32" (default) or "bfloat16". Raises UsageError for another dtype, InvalidFile for
     a malformed file or an architecture transformers cannot load, Refused when the dequantized model
     would not fit in memory. On failure nothing is left in ``out_dir``.
+
+    Llama-shaped files take owlkit's direct reader (runtime/gguf_llama.py, seconds instead of tens of
+    seconds), which writes the files transformers' loader would; ``direct=False`` forces that loader,
+    the reference the direct reader is tested against.
     """
     from owlkit.formats.gguf import read_gguf
+    from owlkit.formats.tokenizer import load_gguf_tokenizer
+    from owlkit.runtime.gguf_llama import llama_fast_path, write_llama_hf
 
     say = progress or (lambda _message: None)
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
@@ -87,7 +94,14 @@ def gguf_to_hf(
 
     created = not out_dir.exists()
     try:
-        _convert(gguf_path, out_dir, torch_dtype, say, what)
+        if direct and llama_fast_path(gguf, dtype):
+            say(f"dequantizing {what}")
+            write_llama_hf(gguf, out_dir, dtype, say)
+        else:
+            _convert(gguf_path, out_dir, torch_dtype, say, what)
+        say("writing the tokenizer and chat template")
+        load_gguf_tokenizer(gguf_path).save_pretrained(str(out_dir))
+        _scrub(out_dir)
     except BaseException:
         if created:  # never leave half a model behind
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -101,8 +115,6 @@ def _convert(
     gguf_path: Path, out_dir: Path, torch_dtype: object, say: Callable[[str], None], what: str
 ) -> None:
     from transformers import AutoModelForCausalLM
-
-    from owlkit.formats.tokenizer import load_gguf_tokenizer
 
     name = gguf_path.name
     say(f"dequantizing {what}")
@@ -132,9 +144,6 @@ def _convert(
     say(f"writing safetensors to {out_dir.name}")
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))  # transformers 5 writes safetensors only
-    say("writing the tokenizer and chat template")
-    load_gguf_tokenizer(gguf_path).save_pretrained(str(out_dir))
-    _scrub(out_dir)
 
 
 # Loading options that transformers copies into tokenizer_config.json; they describe how that one load

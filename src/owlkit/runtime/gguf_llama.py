@@ -192,7 +192,6 @@ def write_llama_hf(
     layers = config.num_hidden_layers
     expected = _expected_shapes(config)
     found = {hf_name(t.name, layers): t for t in gguf.tensors if t.name not in _DROPPED}
-    found.pop("lm_head.weight", None) if config.tie_word_embeddings else None
     missing = [n for n in expected if n not in found]
     if missing:
         raise InvalidFile(f"{name}: the Llama weight {missing[0]} is missing; the file is incomplete")
@@ -211,12 +210,14 @@ def write_llama_hf(
         shape = expected[hf]
         # Rows of bytes, as gguf-py's own reader hands them to dequantize; offsets were validated.
         raw = mapped[t.offset : t.offset + t.nbytes].reshape(*shape[:-1], -1)
-        values = np.asarray(ggufpy.quants.dequantize(raw, qtypes[hf]), dtype=np.float32)
+        values = ggufpy.quants.dequantize(raw, qtypes[hf])
         if ".self_attn.q_proj." in hf:
             values = _unpermute(values, config.num_attention_heads)
         elif ".self_attn.k_proj." in hf:
             values = _unpermute(values, config.num_key_value_heads)
-        tensor = torch.from_numpy(np.array(values, dtype=np.float32, order="C"))  # owned, writable
+        if not values.flags.writeable:  # F32 comes back as a view of the read-only map
+            values = np.array(values)
+        tensor = torch.from_numpy(values)
         tensors[hf] = tensor.to(torch_dtype) if torch_dtype != torch.float32 else tensor
     del mapped
 
