@@ -257,12 +257,15 @@ def verify_cmd(
     if bool(ref) == all_:
         raise UsageError("give one REF or --all")
     store = open_store()
-    digests = [r.digest for r in store.list()] if all_ else [store.resolve(ref or "")]
+    records = store.list() if all_ else [store.find(ref or "")]
+    blobs = {f.sha256: f.size for r in records for f in r.manifest.files}
+    total = sum(r.manifest.size for r in records)
     problems: list[str] = []
-    total = 0
-    for d in digests:
-        problems += store.verify(d)
-        total += store.get(d).manifest.size
+    seen: dict[str, str | None] = {}
+    with byte_progress("verifying", sum(blobs.values()), enabled=not as_json) as advance:
+        for r in records:
+            problems += store.verify(r.digest, seen, advance)
+    digests = [r.digest for r in records]
     if as_json:
         print_json({"verified": len(digests), "bytes": total, "problems": problems})
     if problems:

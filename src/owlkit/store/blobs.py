@@ -111,12 +111,12 @@ class Blobs:
                     progress(len(chunk))
         return h.hexdigest()
 
-    def verify(self, hexdigest: str) -> None:
+    def verify(self, hexdigest: str, progress: Callable[[int], None] | None = None) -> None:
         """Re-hash one blob; raise Corrupt when it is missing or its content changed."""
         p = self.path(hexdigest)
         if not p.is_file():
             raise Corrupt(f"blob sha256:{hexdigest} is missing from {p.parent}")
-        got = self.hash_file(p)
+        got = self.hash_file(p, progress)
         if got != hexdigest:
             raise Corrupt(f"blob sha256:{hexdigest} is corrupt (content hashes to {got[:12]}…)")
 

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,15 +327,26 @@ class Store:
         return report
 
     # ----- files out ---------------------------------------------------------------------------
-    def verify(self, digest: str) -> list[str]:
-        """Re-hash every file of an artifact; return one problem line per corrupt or missing file."""
+    def verify(
+        self,
+        digest: str,
+        seen: dict[str, str | None] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[str]:
+        """Re-hash every file of an artifact; return one problem line per corrupt or missing file.
+        ``seen`` carries results across calls so a blob shared by many artifacts is hashed once."""
         rec = self.get(digest)
+        seen = {} if seen is None else seen
         problems = []
         for f in rec.manifest.files:
-            try:
-                self.blobs.verify(f.sha256)
-            except Corrupt as e:
-                problems.append(f"{rec.name}: {f.path}: {e}")
+            if f.sha256 not in seen:
+                try:
+                    self.blobs.verify(f.sha256, progress)
+                    seen[f.sha256] = None
+                except Corrupt as e:
+                    seen[f.sha256] = str(e)
+            if seen[f.sha256]:
+                problems.append(f"{rec.name}: {f.path}: {seen[f.sha256]}")
         return problems
 
     def export(self, digest: str, dest: Path, *, link: bool = False) -> Path:
