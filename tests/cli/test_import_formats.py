@@ -119,3 +119,31 @@ def test_invalid_safetensors_one_line_error(owl, tmp_path: Path) -> None:
     bad.write_bytes((2**40).to_bytes(8, "little") + b"{}")
     r = owl("import", bad)
     assert r.code == 4 and "bad.safetensors" in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_hf_folder_with_pickle_weights_converted_and_loadable(owl, tiny_llama: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path / "pickled-llama"
+    shutil.copytree(tiny_llama, folder)
+    (folder / "model.safetensors").unlink()
+    original = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    torch.save(original.state_dict(), folder / "pytorch_model.bin")
+    r = owl("import", folder)
+    assert r.code == 5 and "pytorch_model.bin" in r.err and "--convert-pickle" in r.err
+    assert owl("ls", "--json").json() == []
+    r = owl("import", folder, "--convert-pickle", "--name", "unpickled", "--json")
+    assert r.code == 0, r.err
+    info = owl("show", "unpickled", "--json").json()
+    paths = [f["path"] for f in info["files"]]
+    assert "model.safetensors" in paths and "pytorch_model.bin" not in paths
+    assert info["parents"][0]["relation"] == "converted_from" and info["flags"] == []
+    out = tmp_path / "out"
+    owl("export", "unpickled", out)
+    reloaded = AutoModelForCausalLM.from_pretrained(out)
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        assert torch.equal(original(ids).logits, reloaded(ids).logits)
