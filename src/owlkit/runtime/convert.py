@@ -6,6 +6,9 @@ the ecosystem trusts), then marks the model as quantized (``quant_method: gguf``
 drop those marks before saving (shared/docs/adapt-quantize-serve.md), and save the tokenizer (with its
 chat template) and the generation config beside the weights.
 
+Llama-shaped files (most GGUFs: Llama, Mistral, SmolLM) skip transformers' slow GGUF loader:
+runtime/gguf_llama.py reads and dequantizes them directly and writes the same files, byte for byte.
+
 The output is deterministic: converting the same GGUF twice gives byte-identical files (the config
 records the model's GGUF ``general.name``, never a path), which is what lets the store give the
 converted artifact the same digest every time.
@@ -88,13 +91,15 @@ def gguf_to_hf(
 
     say(f"reading {name}")
     gguf = read_gguf(gguf_path)  # validates the header before transformers' own reader sees it
-    check_gguf_architecture(name, gguf.metadata.get("general.architecture"))
+    direct = direct and llama_fast_path(gguf, dtype)
+    if not direct:  # (importing transformers' GGUF tables to check costs half a second)
+        check_gguf_architecture(name, gguf.metadata.get("general.architecture"))
     what = f"{gguf.parameters:,} parameters to {dtype}"
     refuse_if_too_big(name, gguf_load_bytes(gguf, dtype), f"dequantizing {what}")
 
     created = not out_dir.exists()
     try:
-        if direct and llama_fast_path(gguf, dtype):
+        if direct:
             say(f"dequantizing {what}")
             write_llama_hf(gguf, out_dir, dtype, say)
         else:
