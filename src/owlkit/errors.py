@@ -66,6 +66,12 @@ class MissingDependency(OwlError, ImportError):
     exit_code = 8
 
 
+class FileSystemError(OwlError, OSError):
+    """The file system refused: no permission, disk full, not a folder, another device."""
+
+    exit_code = 9
+
+
 def missing_extra(module: str, extra: str, what: str) -> MissingDependency:
     """Build the error for a missing optional dependency, naming the extra to install."""
     return MissingDependency(f"{what} needs the '{module}' package: pip install 'owlkit[{extra}]'")
@@ -81,5 +87,6 @@ EXIT_CODES: dict[int, str] = {
     Corrupt.exit_code: "stored data corrupt or missing (owl verify)",
     SchemaMismatch.exit_code: "catalog schema differs from this owlkit: run owl upgrade",
     MissingDependency.exit_code: "an optional extra is not installed",
+    FileSystemError.exit_code: "file system error: permission denied, disk full, not a folder",
     130: "interrupted (Ctrl-C)",
 }

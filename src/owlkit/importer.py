@@ -35,10 +35,19 @@ class ImportResult:
 
 
 def plan(path: Path) -> Inspected:
-    """Inspect without storing (``owl import --dry-run`` and the progress bar's total)."""
+    """Inspect without storing (and size the progress bar). Each file's identity is noted, so a file
+    that changes between validation and storing is caught (see _put_files)."""
     ins = inspect_path(path)
+    ins.stats = {
+        rel: _identity(ins.path_of(rel)) for rel in {*ins.files, *(ins.side.get("pickle_weights") or [])}
+    }
     _fill_tokenizer_digest(ins)
     return ins
+
+
+def _identity(p: Path) -> tuple[int, int, int]:
+    st = p.stat()
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def total_bytes(ins: Inspected) -> int:
@@ -97,7 +106,12 @@ def _stem(ins: Inspected) -> str:
 def _put_files(s: Session, ins: Inspected, rels: list[str], progress: Progress | None) -> list[FileEntry]:
     out = []
     for rel in rels:
-        hexdigest, size = s.put_file(ins.path_of(rel), progress)
+        src = ins.path_of(rel)
+        hexdigest, size = s.put_file(src, progress)
+        if rel in ins.stats and _identity(src) != ins.stats[rel]:
+            raise Refused(
+                f"{rel} changed while it was being imported (still downloading?): import it again when it is complete"
+            )
         out.append(FileEntry(rel, size, hexdigest))
     return out
 
@@ -179,7 +193,9 @@ class _Converted:
     sources: dict[str, str]
 
 
-def _convert_pickles(s: Session, ins: Inspected, pickles: list[str], stored: list[FileEntry]) -> _Converted:
+def _convert_pickles(
+    s: Session, ins: Inspected, pickles: list[str], stored_entries: list[FileEntry]
+) -> _Converted:
     """Scan, load with weights_only and re-store each pickle as safetensors (blobs only, no commit)."""
     from owlkit.formats.pickles import convert_pickle_to_safetensors
 
@@ -189,10 +205,13 @@ def _convert_pickles(s: Session, ins: Inspected, pickles: list[str], stored: lis
     for rel in pickles:
         tmp = s.temp_path(".safetensors")
         info = convert_pickle_to_safetensors(ins.path_of(rel), tmp)
+        stored = next(e.sha256 for e in stored_entries if e.path == rel)
+        if info["source_sha256"] != stored:
+            raise Refused(f"{rel} changed between storing and converting it: import it again")
         sources[renamed[rel]] = info["source_sha256"]
         size = tmp.stat().st_size
         files.append(FileEntry(renamed[rel], size, s.adopt(tmp)))
-    for entry in stored:
+    for entry in stored_entries:
         if entry.path in pickles:
             continue
         if entry.path.endswith(".bin.index.json"):  # sharded pickle index -> safetensors index

@@ -70,10 +70,14 @@ def test_tag_rm_gc(owl, tiny_llama: Path, tiny_adapter: Path) -> None:
     assert owl("tag", "tiny-llama", "tiny:v1").code == 0
     assert sorted(owl("show", "tiny:v1", "--json").json()["names"]) == ["tiny-llama:latest", "tiny:v1"]
     owl("import", tiny_adapter, "--name", "lora")
+    r = owl("rm", "tiny:v1")  # one of two names: only the name goes
+    assert r.code == 0 and "untagged tiny:v1" in r.out and "tiny-llama:latest" in r.out
+    assert owl("show", "tiny:v1").code == 3 and owl("show", "tiny-llama").code == 0
     r = owl("rm", "tiny-llama")
     assert r.code == 5 and "dependents" in r.err and "lora" in r.err
     assert owl("rm", "lora").code == 0
-    assert owl("rm", "tiny:v1", "--untag").code == 0
+    assert owl("tag", "tiny-llama", "keep").code == 0
+    assert owl("rm", "keep", "--untag").code == 0
     assert owl("rm", "tiny-llama").code == 0
     gc = owl("gc", "--json").json()
     assert gc["blobs_removed"] > 0
@@ -81,8 +85,12 @@ def test_tag_rm_gc(owl, tiny_llama: Path, tiny_adapter: Path) -> None:
     assert owl("verify", "--all").code == 0
 
 
-def test_unknown_and_invalid_refs(owl, tiny_llama: Path) -> None:
+def test_unknown_and_invalid_refs(owl, tiny_llama: Path, tmp_path: Path) -> None:
     owl("import", tiny_llama)
+    assert owl("import", tiny_llama, "--name", "deadbeef").code == 2  # would shadow digest prefixes
+    (tmp_path / "afile").write_text("x")
+    r = owl("export", "tiny-llama", tmp_path / "afile")
+    assert r.code == 5 and "is a file" in r.err
     r = owl("show", "tiny-lama")
     assert r.code == 3 and "did you mean tiny-llama" in r.err and len(r.err.strip().splitlines()) == 1
     assert owl("import", tiny_llama, "--name", "bad name!").code == 2

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from owlkit.errors import Ambiguous, NotFound, Refused, SchemaMismatch, UsageError
+from owlkit.errors import Ambiguous, Corrupt, NotFound, Refused, SchemaMismatch, UsageError
 from owlkit.store import catalog as cat
 from owlkit.store import open_store
 from owlkit.store.manifest import FileEntry, Manifest, Parent, Recipe
@@ -99,7 +99,7 @@ def test_rm_refuses_dependents_and_gc_frees(owl_home: Path, tmp_path: Path) -> N
     with pytest.raises(Refused, match="has dependents"):
         store.remove("p")
     store.remove("c")
-    assert store.gc().blobs_removed == 1
+    assert store.gc().blobs_removed == 1 and store.gc().swept
     store.remove("p")
     assert store.gc().blobs_removed == 1
     assert list(store.blobs.iter_all()) == []
@@ -115,7 +115,7 @@ def test_gc_spares_live_sessions_and_removes_dead_ones(owl_home: Path, tmp_path:
         hexdigest, _ = s.put_file(src)
         (s.dir / "half.part").write_bytes(b"partial")
         report = store.gc()  # a concurrent gc while this writer holds its session
-        assert report.blobs_removed == 0 and store.blobs.exists(hexdigest)
+        assert report.blobs_removed == 0 and not report.swept and store.blobs.exists(hexdigest)
     # a writer that died: its session dir remains but nobody holds the lock
     dead = owl_home / "tmp" / "session-999999-deadbeef"
     dead.mkdir()
@@ -159,3 +159,45 @@ def test_read_commands_import_neither_alembic_nor_torch_nor_sqlalchemy(owl_home:
     )
     proc = subprocess.run([sys.executable, "-c", code], env={**os.environ}, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr + proc.stdout
+
+
+def test_tampered_catalog_is_caught_by_verify(owl_home: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    store = open_store(write=True)
+    good = store.commit(
+        Manifest("model", "safetensors", [_put(store, tmp_path, b"a", "a.bin")], license="MIT"), {}, name="a"
+    )
+    with sqlite3.connect(owl_home / "catalog.db") as db:
+        text = db.execute("SELECT manifest FROM artifacts WHERE digest = ?", (good,)).fetchone()[0]
+        db.execute(
+            "UPDATE artifacts SET manifest = ? WHERE digest = ?",
+            (text.replace('"MIT"', '"Apache-2.0"'), good),
+        )
+    problems = open_store().verify(good)
+    assert problems and "tampered" in problems[0]
+    with sqlite3.connect(owl_home / "catalog.db") as db:
+        db.execute("UPDATE artifacts SET manifest = '{not json' WHERE digest = ?", (good,))
+    with pytest.raises(Corrupt, match="damaged"):
+        open_store().get(good)
+
+
+def test_blob_corruption_repaired_by_reimport(owl_home: Path, tmp_path: Path) -> None:
+    store = open_store(write=True)
+    f = _put(store, tmp_path, b"precious weights")
+    d = store.commit(Manifest("model", "safetensors", [f]), {}, name="m")
+    path = store.blobs.path(f.sha256)
+    path.chmod(0o644)
+    path.write_bytes(b"precious weighTs")
+    assert store.verify(d)
+    _put(store, tmp_path, b"precious weights")  # the same content stored again replaces the bad copy
+    assert store.verify(d) == []
+
+
+def test_relative_home_gives_working_checkouts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = open_store(Path("rel-home"), write=True)
+    f = _put(store, tmp_path, b"abc", "x.bin")
+    d = store.commit(Manifest("model", "safetensors", [f]), {})
+    out = store.checkout(d)
+    assert out.is_absolute() and (out / "x.bin").read_bytes() == b"abc"

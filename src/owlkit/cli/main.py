@@ -87,6 +87,11 @@ def main(argv: list[str] | None = None) -> None:
         _fail(e, e.exit_code)
     except KeyboardInterrupt:
         _fail(None, 130)
+    except OSError as e:  # the file system said no: a user's path or disk, not a bug
+        from owlkit.errors import FileSystemError
+
+        where = f"{e.filename}: " if e.filename else ""
+        _fail(FileSystemError(f"{where}{e.strerror or e}; check the path, its permissions and free space"), 9)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except Exception as e:  # click usage errors carry their own exit code

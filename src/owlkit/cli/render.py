@@ -12,7 +12,7 @@ from rich.console import Console
 
 # pipes and CI logs get whole lines (digests, paths) instead of an 80-column fold
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
 
 
 def human_size(n: int | None) -> str:

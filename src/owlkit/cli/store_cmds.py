@@ -55,7 +55,10 @@ def import_cmd(
     Example: owl import ./SmolLM2-135M-Instruct.Q4_1.gguf --name smollm2
     """
     from owlkit.importer import import_path, plan, total_bytes
+    from owlkit.store.names import parse_name
 
+    if name:
+        parse_name(name)  # a bad name fails before any work
     started = time.perf_counter()
     ins = plan(path)
     store = open_store(write=True)
@@ -298,15 +301,25 @@ def rm_cmd(
 ) -> None:
     """Remove an artifact (its files are freed by `owl gc`). Refuses when others depend on it.
 
-    Example: owl rm old-model
+    A name that is one of several only removes that name. Example: owl rm old-model
     """
     store = open_store(write=True)
     if untag:
         store.untag(ref)
         console.print(f"untagged {ref}")
         return
-    rec = store.remove(ref, force=force)
+    rec, removed = store.remove(ref, force=force)
+    if not removed:
+        others = ", ".join(t for t in rec.tags if t != store_name(ref))
+        console.print(f"untagged {ref}; the artifact remains as {others} (remove those, or rm {rec.short})")
+        return
     console.print(f"removed {rec.name} ({rec.short}); run `owl gc` to free {human_size(rec.manifest.size)}")
+
+
+def store_name(ref: str) -> str:
+    from owlkit.store.names import format_name, parse_name
+
+    return format_name(*parse_name(ref))
 
 
 def gc_cmd(as_json: JsonOpt = False) -> None:
@@ -322,6 +335,10 @@ def gc_cmd(as_json: JsonOpt = False) -> None:
         f"removed {report.blobs_removed} blob(s) ({human_size(report.bytes_freed)}), "
         f"{report.temp_removed} temp dir(s), {report.checkouts_removed} checkout(s)"
     )
+    if not report.swept:
+        err_console.print(
+            "[yellow]note:[/yellow] another owl command is writing; unreferenced blobs left for a later gc"
+        )
 
 
 def export_cmd(

@@ -47,6 +47,8 @@ class Inspected:
     flags: list[str] = field(default_factory=list)  # things a user must know: custom code, pickles
     warnings: list[str] = field(default_factory=list)
     side: dict[str, Any] = field(default_factory=dict)
+    # (inode, size, mtime_ns) per file when inspected; the importer refuses a file that changes after
+    stats: dict[str, tuple[int, int, int]] = field(default_factory=dict, repr=False)
 
     def path_of(self, rel: str) -> Path:
         """The source file behind a stored relative path."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from owlkit.errors import Refused, UsageError
 from owlkit.recipes import derived_origin, inherited_license, make_recipe, store_output
 from owlkit.store.manifest import Parent
+from owlkit.store.names import default_name, parse_name
 from owlkit.store.store import Store
 
 TARGETS = ("hf",)
@@ -45,7 +46,8 @@ def convert(store: Store, ref: str, params: ConvertParams, *, name: str | None =
         raise Refused(
             f"{src.name} is {src.manifest.format}, not GGUF: `owl convert --to hf` dequantizes GGUF files"
         )
-    out_name = name or f"{src.name.split(':')[0]}-hf"
+    out_name = name or default_name(f"{src.name.split(':')[0]}-hf")
+    parse_name(out_name)  # before minutes of work, not after
     gguf_file = src.manifest.files[0]
     folder = store.checkout(src.digest)
     with store.session() as scratch:  # a live session: gc leaves its temp files alone

@@ -156,13 +156,25 @@ def _convert(
 _LOAD_KEYS = ("is_local", "local_files_only", "trust_remote_code", "name_or_path", "_commit_hash")
 
 
+# What each saved JSON file may carry that describes the call or the library rather than the model.
+# transformers_version would make the converted artifact's digest depend on the library version (a side
+# record, kept in the recipe's environment instead); the load keys describe one particular load.
+_SCRUB = {
+    "tokenizer_config.json": _LOAD_KEYS,
+    "config.json": ("transformers_version",),
+    "generation_config.json": ("transformers_version",),
+}
+
+
 def _scrub(out_dir: Path) -> None:
-    """Remove per-call details from the saved JSON so two conversions write the same bytes."""
-    path = out_dir / "tokenizer_config.json"
-    if path.is_file():
+    """Remove per-call and per-version details from the saved JSON so conversions write the same bytes."""
+    for name, keys in _SCRUB.items():
+        path = out_dir / name
+        if not path.is_file():
+            continue
         data = json.loads(path.read_text(encoding="utf-8"))
-        if any(k in data for k in _LOAD_KEYS):
-            for key in _LOAD_KEYS:
+        if any(k in data for k in keys):
+            for key in keys:
                 data.pop(key, None)
             path.write_text(
                 json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"

@@ -6,8 +6,9 @@ never see half a blob. Hashing and writing overlap on two threads (hashlib and f
 GIL), so one read of the source feeds both: that is what keeps import close to a plain ``cp``.
 
 Writers work inside a :class:`Session`: a directory holding an exclusive ``flock`` for the writer's
-life and a ``pins`` list of every blob the writer placed or reuses. ``gc`` treats a locked session as
-alive (its pins are spared), and removes an unlocked one (its writer died) with its temp files.
+life (so ``gc`` can tell a dead writer's leftovers from a live one's), plus a shared lock on
+``<home>/gc.lock``. ``gc`` sweeps blobs only while holding that lock exclusively: no writer can be
+between placing (or reusing) a blob and committing the artifact that references it.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class Blobs:
     def __init__(self, home: Path) -> None:
         self.root = home / "blobs" / "sha256"
         self.tmp = home / "tmp"
+        self.gc_lock = home / "gc.lock"
 
     def path(self, hexdigest: str) -> Path:
         check_hex(hexdigest)
@@ -122,10 +124,13 @@ class Blobs:
 
 
 class Session:
-    """One writer's workspace: temp files, a held lock, and the pins that protect its blobs from gc."""
+    """One writer's workspace: temp files, a held lock, and a shared hold on the store's gc lock."""
 
     def __init__(self, blobs: Blobs) -> None:
         self.blobs = blobs
+        blobs.tmp.mkdir(parents=True, exist_ok=True)
+        self._gc_fd = os.open(blobs.gc_lock, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self._gc_fd, fcntl.LOCK_SH)  # waits only while a gc sweep runs (seconds)
         name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         # Lock first under a name gc leaves alone, then rename: gc never sees an unlocked live session.
         new = blobs.tmp / f".new-{name}"
@@ -134,7 +139,7 @@ class Session:
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         self.dir = blobs.tmp / f"session-{name}"
         os.rename(new, self.dir)
-        self._pins = open(self.dir / "pins", "a", encoding="ascii")  # noqa: SIM115 - lives as long as the session
+        self._open = True
 
     def __enter__(self) -> Session:
         return self
@@ -143,16 +148,12 @@ class Session:
         self.close()
 
     def close(self) -> None:
-        if self._pins.closed:
+        if not self._open:
             return
-        self._pins.close()
+        self._open = False
         shutil.rmtree(self.dir, ignore_errors=True)
-        os.close(self._lock_fd)  # releasing the lock last: gc sees pins until the directory is gone
-
-    def pin(self, hexdigest: str) -> None:
-        """Record a blob this writer relies on, durably enough for a concurrent gc (same host) to see it."""
-        self._pins.write(hexdigest + "\n")
-        self._pins.flush()
+        os.close(self._lock_fd)
+        os.close(self._gc_fd)  # last: the artifact is committed (or abandoned) by now
 
     def temp_path(self, suffix: str = ".part") -> Path:
         return self.dir / f"{uuid.uuid4().hex}{suffix}"
@@ -208,13 +209,13 @@ class Session:
         return self._place(tmp, hexdigest)
 
     def _place(self, tmp: Path, hexdigest: str) -> str:
-        self.pin(hexdigest)  # pin before the blob becomes visible, so gc can never see it unprotected
         dest = self.blobs.path(hexdigest)
-        if dest.is_file():
-            tmp.unlink()  # identical content is stored once
-            return hexdigest
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.parent.is_dir():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fsync_dir(dest.parent.parent)  # the new fan-out folder itself must survive a crash
         os.chmod(tmp, 0o444)  # blobs are immutable: a stray write fails for non-root users
+        # Identical content is stored once. Replacing an existing blob with this freshly hashed copy is
+        # atomic and harmless when it was intact, and repairs it when it had been corrupted.
         os.replace(tmp, dest)
         fsync_dir(dest.parent)
         return hexdigest
@@ -230,12 +231,11 @@ def _mtime(p: Path) -> float:
         return time.time()
 
 
-def dead_sessions(blobs: Blobs) -> tuple[list[Path], set[str]]:
-    """Split session dirs into dead ones (no live writer) and the pins of live ones."""
+def dead_sessions(blobs: Blobs) -> list[Path]:
+    """Session dirs whose writer is gone (their lock is free): leftovers of killed processes."""
     dead: list[Path] = []
-    pinned: set[str] = set()
     if not blobs.tmp.is_dir():
-        return dead, pinned
+        return dead
     now = time.time()
     for d in blobs.tmp.iterdir():
         if d.name.startswith(".new-"):
@@ -254,11 +254,25 @@ def dead_sessions(blobs: Blobs) -> tuple[list[Path], set[str]]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            pins = d / "pins"
-            with contextlib.suppress(FileNotFoundError):
-                pinned.update(line.strip() for line in pins.read_text("ascii").splitlines() if line.strip())
+            continue  # alive
         else:
             dead.append(d)
         finally:
             os.close(fd)
-    return dead, pinned
+    return dead
+
+
+@contextlib.contextmanager
+def exclusive_gc(blobs: Blobs) -> Iterator[bool]:
+    """Hold the store's gc lock exclusively if no writer is active; yields whether it was acquired."""
+    blobs.tmp.mkdir(parents=True, exist_ok=True)
+    fd = os.open(blobs.gc_lock, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(fd)

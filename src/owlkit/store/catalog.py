@@ -186,6 +186,10 @@ def delete_tag(conn: Connection, name: str, tag: str) -> int:
     return conn.execute(delete(tags).where(tags.c.name == name, tags.c.tag == tag)).rowcount
 
 
+def get_side(conn: Connection, digest: str) -> str:
+    return conn.execute(select(artifacts.c.side).where(artifacts.c.digest == digest)).scalar_one()
+
+
 def set_side(conn: Connection, digest: str, side_json: str) -> None:
     conn.execute(update(artifacts).where(artifacts.c.digest == digest).values(side=side_json))
 

@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from owlkit.errors import Refused
+from owlkit.errors import NotFound, Refused
 from owlkit.store.manifest import canonical_json
 from owlkit.store.store import Record, Store
 
@@ -39,23 +39,27 @@ class BaseIdentity:
         return d
 
 
-def lineage_root(store: Store, digest: str) -> str:
-    """Follow converted_from / quantized_from parents up to the first artifact that has none."""
-    seen = {digest}
+def lineage_root(store: Store, rec: Record) -> str:
+    """Follow converted_from / quantized_from parents up to the first artifact that has none. Walks the
+    hashed manifests, not the catalog's edges, so removing an ancestor cannot change a model's identity:
+    a parent no longer stored is the root as far as anyone can tell."""
+    seen = {rec.digest}
     while True:
-        up, _ = store.edges_of(digest)
-        nxt = [e.parent for e in up if e.relation in SAME_MODEL_RELATIONS and e.parent]
+        nxt = [p.digest for p in rec.manifest.parents if p.relation in SAME_MODEL_RELATIONS]
         if not nxt or nxt[0] in seen:
-            return digest
-        digest = nxt[0]
-        seen.add(digest)
+            return rec.digest
+        seen.add(nxt[0])
+        try:
+            rec = store.get(nxt[0])
+        except NotFound:
+            return nxt[0]
 
 
 def base_identity(store: Store, rec: Record) -> BaseIdentity:
     f = rec.manifest.facts
     shapes = f.get("shapes") or {}
     return BaseIdentity(
-        root=lineage_root(store, rec.digest),
+        root=lineage_root(store, rec),
         architecture=f.get("architecture"),
         shapes=tuple(sorted((k, int(v)) for k, v in shapes.items() if v is not None)),
         vocab_size=f.get("vocab_size"),

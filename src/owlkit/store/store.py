@@ -4,13 +4,14 @@ Layout under ``OWL_HOME`` (default: platformdirs' user data dir for "owlkit")::
 
     blobs/sha256/ab/cdef…     content-addressed files, read-only, stored once across all artifacts
     catalog.db                SQLite catalog (WAL) unless OWL_DB names another database
-    tmp/session-*/            writers' temp files and pins (see blobs.Session)
+    tmp/session-*/            writers' temp files (see blobs.Session); gc.lock keeps gc and writers apart
     checkouts/<hex>/          read-only views of an artifact's files as links, for loaders that need a folder
 """
 
 from __future__ import annotations
 
 import difflib
+import errno
 import json
 import os
 import shutil
@@ -22,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from owlkit.errors import Ambiguous, Corrupt, NotFound, Refused, UsageError
-from owlkit.store.blobs import Blobs, Session, dead_sessions, fsync_dir
-from owlkit.store.manifest import Manifest, canonical_json, check_rel_path
+from owlkit.store.blobs import Blobs, Session, dead_sessions, exclusive_gc, fsync_dir
+from owlkit.store.manifest import Manifest, check_digest, check_rel_path
 from owlkit.store.names import digest_prefix, format_name, parse_name
 from owlkit.store.reader import Reader, sqlite_url
 
@@ -70,10 +71,14 @@ class GcReport:
     bytes_freed: int = 0
     temp_removed: int = 0
     checkouts_removed: int = 0
+    swept: bool = False  # False when active writers made gc leave blobs for a later run
 
 
 class Store:
     def __init__(self, home: Path, *, write: bool) -> None:
+        home = Path(
+            os.path.abspath(home)
+        )  # checkouts link to blobs by path; a relative home would break them
         self.home = home
         self.write = write
         self.blobs = Blobs(home)
@@ -85,8 +90,9 @@ class Store:
             self._catalog().upgrade(self.engine, home / "catalog.lock")
             self.exists = True
         else:
+            sqlite_file = self.url.removeprefix("sqlite:///") if self.url.startswith("sqlite:///") else None
             self.exists = (
-                not self.url.startswith("sqlite:///") or (home / "catalog.db").exists()
+                sqlite_file is None or Path(sqlite_file).exists()
             ) and self.reader.check_schema() is not None
 
     @property
@@ -111,10 +117,7 @@ class Store:
         tag_map: dict[str, list[str]] = {}
         for d, n, t in self.reader.rows("SELECT digest, name, tag FROM tags ORDER BY name, tag"):
             tag_map.setdefault(d, []).append(format_name(n, t))
-        return [
-            Record(d, Manifest.from_json(json.loads(m)), json.loads(s), c, tag_map.get(d, []))
-            for d, m, s, c in rows
-        ]
+        return [Record(d, _manifest(d, m), json.loads(s), c, tag_map.get(d, [])) for d, m, s, c in rows]
 
     def list(self, kind: str | None = None) -> list[Record]:
         return self._records("WHERE kind = :kind", kind=kind) if kind else self._records()
@@ -217,7 +220,7 @@ class Store:
                     "license": manifest.license,
                     "size": manifest.size,
                     "manifest": manifest.canonical().decode(),
-                    "side": canonical_json(side).decode(),
+                    "side": side_json(side),
                     "created_at": now,
                 }
                 files = [
@@ -233,6 +236,7 @@ class Store:
                     for rel, ref in unresolved
                 ]
                 cat.insert_artifact(conn, row, files, edges)
+                cat.attach_unresolved(conn, digest, digest)  # children whose parent was removed, now back
             if name:
                 cat.set_tag(conn, *parse_name(name), digest, now)
         return digest
@@ -263,11 +267,11 @@ class Store:
 
     def update_side(self, digest: str, **changes: Any) -> None:
         """Merge keys into an artifact's side record (unhashed: evaluations, notes, attachments)."""
-        self._require_write()
-        rec = self.get(digest)
-        rec.side.update(changes)
-        with self.engine.begin() as conn:
-            self._catalog().set_side(conn, digest, canonical_json(rec.side).decode())
+        cat = self._catalog()
+        with self.engine.begin() as conn:  # read and write in one write transaction: no lost updates
+            side = json.loads(cat.get_side(conn, digest))
+            side.update(changes)
+            cat.set_side(conn, digest, side_json(side))
 
     def resolve_unresolved(self, ref: str, digest: str) -> int:
         """Attach edges that named ``ref`` but found no parent to the artifact now stored as ``digest``."""
@@ -275,18 +279,23 @@ class Store:
         with self.engine.begin() as conn:
             return self._catalog().attach_unresolved(conn, ref, digest)
 
-    def remove(self, ref: str, *, force: bool = False) -> Record:
-        """Remove an artifact's catalog entry and tags; its blobs go at the next ``gc``."""
+    def remove(self, ref: str, *, force: bool = False) -> tuple[Record, bool]:
+        """Remove an artifact's catalog entry and tags; its blobs go at the next ``gc``. A name that is
+        one of several only untags (returns False as the second item), like ``docker rmi``."""
         self._require_write()
         digest = self.resolve(ref)
         rec = self.get(digest)
+        if len(rec.tags) > 1 and not digest_prefix(ref) and not ref.startswith("sha256:"):
+            # like `docker rmi` on one of several tags: drop this name, keep the artifact
+            self.untag(ref)
+            return rec, False
         _, children = self.edges_of(digest)
         if children and not force:
             names = ", ".join(sorted({self._label(c.child) for c in children}))
             raise Refused(f"{rec.name} has dependents ({names}): remove them first, or use --force")
         with self.engine.begin() as conn:
             self._catalog().delete_artifact(conn, digest)
-        return rec
+        return rec, True
 
     def _label(self, digest: str) -> str:
         rows = self.reader.rows("SELECT name, tag FROM tags WHERE digest = :d ORDER BY name, tag", d=digest)
@@ -296,34 +305,36 @@ class Store:
         return self._label(digest) if digest else "?"
 
     def gc(self) -> GcReport:
-        """Mark and sweep: remove blobs no artifact references, dead writers' temp files, stale checkouts.
-        Safe while other writers run: their sessions are locked and their blobs pinned."""
+        """Mark and sweep: remove dead writers' temp files, then (when no writer is active) every blob no
+        artifact references and stale checkouts. Never blocks: with writers active the sweep waits for a
+        later run (``report.swept`` False), as a blob a writer placed is referenced only once it commits."""
         self._require_write()
         report = GcReport()
-        on_disk = list(self.blobs.iter_all())  # 1. list first...
-        dead, pinned = dead_sessions(self.blobs)  # 2. ...then live writers' pins...
-        # 3. ...then what the catalog references (see blobs.py)
-        referenced = {r[0] for r in self.reader.rows("SELECT DISTINCT sha256 FROM files")}
-        live = {r[0].removeprefix("sha256:") for r in self.reader.rows("SELECT digest FROM artifacts")}
-        for d in dead:
+        for d in dead_sessions(self.blobs):
             shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
             report.temp_removed += 1
-        for hexdigest, path in on_disk:
-            if hexdigest in referenced or hexdigest in pinned:
-                continue
-            try:
-                size = path.stat().st_size
-                path.unlink()
-            except FileNotFoundError:
-                continue
-            report.blobs_removed += 1
-            report.bytes_freed += size
-        checkouts = self.home / "checkouts"
-        if checkouts.is_dir():
-            for d in checkouts.iterdir():
-                if d.name not in live:
-                    shutil.rmtree(d, ignore_errors=True)
-                    report.checkouts_removed += 1
+        with exclusive_gc(self.blobs) as acquired:
+            if not acquired:
+                return report
+            report.swept = True
+            referenced = {r[0] for r in self.reader.rows("SELECT DISTINCT sha256 FROM files")}
+            live = {r[0].removeprefix("sha256:") for r in self.reader.rows("SELECT digest FROM artifacts")}
+            for hexdigest, path in self.blobs.iter_all():
+                if hexdigest in referenced:
+                    continue
+                try:
+                    size = path.stat().st_size
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                report.blobs_removed += 1
+                report.bytes_freed += size
+            checkouts = self.home / "checkouts"
+            if checkouts.is_dir():
+                for d in checkouts.iterdir():
+                    if d.name not in live:
+                        shutil.rmtree(d, ignore_errors=True)
+                        report.checkouts_removed += 1
         return report
 
     # ----- files out ---------------------------------------------------------------------------
@@ -338,6 +349,18 @@ class Store:
         rec = self.get(digest)
         seen = {} if seen is None else seen
         problems = []
+        if rec.manifest.digest() != digest:
+            problems.append(
+                f"{rec.name}: its manifest no longer hashes to {digest[:19]} (catalog tampered with)"
+            )
+        listed = {
+            (r[0], r[1])
+            for r in self.reader.rows("SELECT path, sha256 FROM files WHERE artifact = :d", d=digest)
+        }
+        if listed != {(f.path, f.sha256) for f in rec.manifest.files}:
+            problems.append(
+                f"{rec.name}: the catalog's file list differs from its manifest (catalog tampered with)"
+            )
         for f in rec.manifest.files:
             if f.sha256 not in seen:
                 try:
@@ -353,9 +376,19 @@ class Store:
         """Write an artifact's files as a folder. Copies by default, so editing the folder can never
         touch the store; ``link`` hardlinks (fast, shares the files: edit only by replacing them)."""
         rec = self.get(digest)
+        if dest.exists() and not dest.is_dir():
+            raise Refused(f"{dest} is a file, not a folder: choose a new folder")
         if dest.exists() and any(dest.iterdir()):
             raise Refused(f"{dest} exists and is not empty: choose a new folder")
         dest.mkdir(parents=True, exist_ok=True)
+        try:
+            self._export_files(rec, dest, link)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)  # never leave half an export behind
+            raise
+        return dest
+
+    def _export_files(self, rec: Record, dest: Path, link: bool) -> None:
         for f in rec.manifest.files:
             check_rel_path(f.path)
             src = self.blobs.path(f.sha256)
@@ -364,16 +397,20 @@ class Store:
             out = dest / f.path
             out.parent.mkdir(parents=True, exist_ok=True)
             if link:
-                os.link(src, out)
-            else:
-                shutil.copyfile(src, out)
-                os.chmod(out, 0o644)
-        return dest
+                try:
+                    os.link(src, out)
+                    continue
+                except OSError as e:
+                    if e.errno != errno.EXDEV:
+                        raise
+                    link = False  # another file system: hardlinks are impossible there, copy instead
+            shutil.copyfile(src, out)
+            os.chmod(out, 0o644)
 
     def checkout(self, digest: str) -> Path:
         """A folder of symlinks to an artifact's blobs, for loaders that need real paths. Built in a
         temp dir and renamed into place, so it is either whole or absent."""
-        rec = self.get(digest)
+        rec = self.get(check_digest(digest))
         hexd = digest.removeprefix("sha256:")
         final = self.home / "checkouts" / hexd
         if final.is_dir():
@@ -383,7 +420,9 @@ class Store:
             for f in rec.manifest.files:
                 out = tmp / check_rel_path(f.path)
                 out.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(self.blobs.path(f.sha256), out)
+                # relative links keep working if the whole store is moved
+                target = self.blobs.path(f.sha256)
+                os.symlink(os.path.relpath(target, final / os.path.dirname(f.path)), out)
             final.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.rename(tmp, final)
@@ -396,6 +435,23 @@ class Store:
     def _require_write(self) -> None:
         if not self.write:
             raise RuntimeError("store opened read-only")  # a programming error, not a user error
+
+
+def side_json(side: dict[str, Any]) -> str:
+    """Side records are not hashed and may carry what canonical JSON refuses (NaN from a config,
+    odd types): keep them rather than fail an import after its files are stored."""
+    return json.dumps(side, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _manifest(digest: str, text: str) -> Manifest:
+    """Parse a catalog row's manifest; a tampered or damaged row is Corrupt, naming the artifact."""
+    try:
+        check_digest(digest)
+        return Manifest.from_json(json.loads(text))
+    except (ValueError, KeyError, TypeError) as e:
+        raise Corrupt(
+            f"catalog entry {digest[:19]} is damaged ({e}); remove it with `owl rm --force {digest[:19]}`"
+        ) from None
 
 
 def open_store(home: Path | None = None, *, write: bool = False) -> Store:
