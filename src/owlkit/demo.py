@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--home", type=Path, default=Path(".owl-demo"), help="store for the demo (emptied first)")
     args = ap.parse_args(argv)
     home = args.home.resolve()
-    shutil.rmtree(home, ignore_errors=True)
+    if home.exists() and any(home.iterdir()) and not (home / "catalog.db").exists():
+        sys.exit(f"error: {home} is not empty and not an owl store; choose another --home")
+    shutil.rmtree(home, ignore_errors=True)  # only ever an owl store: the demo starts from nothing
     env = {**os.environ, "OWL_HOME": str(home)}
     gguf = demo_model()
     stages: list[Stage] = []
