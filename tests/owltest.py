@@ -4,15 +4,31 @@ builders of tiny random models with real tokenizers."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("OWL_SHARED", REPO.parent / "shared"))
 STORIES = SHARED / "realmodels" / "stories260k" / "hf"
 SMOLLM_GGUF = SHARED / "realmodels" / "smollm2-135m-instruct-q4_1" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALPACA = SHARED / "data" / "alpaca-5k"
+
+
+# Property tests over untrusted bytes: bounded in count and time, so they stop by themselves.
+PROPS = settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+
+
+def read_or_one_line_invalid(reader: Callable[[Path], object], path: Path) -> None:
+    """A reader of untrusted files either succeeds or raises InvalidFile with a one-line reason."""
+    from owlkit.errors import InvalidFile
+
+    try:
+        reader(path)
+    except InvalidFile as e:
+        assert "\n" not in str(e)
 
 
 def need(path: Path) -> Path:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from owlkit.errors import InvalidFile, NotFound
 from owlkit.formats.safetensors import DTYPES, read_safetensors_header
+from owltest import PROPS, read_or_one_line_invalid
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("OWL_SHARED", REPO.parent / "shared"))
@@ -277,14 +278,9 @@ def test_tensor_count_bound(tmp_path: Path) -> None:
 
 # --- property-based: never anything but InvalidFile, never a big allocation ---------------------------
 
-PROPS = settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
-
 
 def _read_or_invalid(path: Path) -> None:
-    try:
-        read_safetensors_header(path)
-    except InvalidFile as e:
-        assert "\n" not in str(e)
+    read_or_one_line_invalid(read_safetensors_header, path)
 
 
 @PROPS
