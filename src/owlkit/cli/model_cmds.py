@@ -78,6 +78,8 @@ def run_cmd(
     store = open_store(write=True)  # checkouts are written into the store
     rec = store.find(ref)
     base_rec = store.find(base) if base else None
+    if chat and rec.manifest.kind == "model" and not rec.manifest.facts.get("chat_template_digest"):
+        raise UsageError(f"{rec.name} has no chat template: drop --chat to send the prompt as plain text")
     t0 = time.perf_counter()
     with console.status(f"loading {rec.name}…"):
         model, tok, warnings = load_for_inference(store, rec, base=base_rec)
