@@ -49,6 +49,8 @@ def test_stories260k_export_reproduces_greedy_tokens(tmp_path: Path) -> None:
     assert "Lily" in tok.decode(b)
     run = owl(home, "run", "stories", "Once upon a time", "--max-tokens", "30")
     assert run.returncode == 0 and "there was a little girl named Lily" in run.stdout
+    run = owl(home, "run", "stories", "Hi", "--chat")
+    assert run.returncode == 2 and "stories:latest has no chat template" in run.stderr
 
 
 @pytest.fixture(scope="module")
