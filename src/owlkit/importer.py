@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from owlkit import __version__
-from owlkit.errors import Refused
+from owlkit.errors import NotFound, Refused, UsageError
 from owlkit.formats.base import Inspected
 from owlkit.formats.detect import inspect_path
 from owlkit.store.blobs import Session
@@ -134,7 +134,7 @@ def find_by_reference(store: Store, ref: str) -> str | None:
     """The stored model a name refers to: an owl name, an upstream repo id, or a local source path."""
     try:
         return store.resolve(ref)
-    except Exception:
+    except (NotFound, UsageError):  # not an owl name (Ambiguous is a NotFound too): try the origins
         pass
     candidates = [ref]
     p = Path(ref).expanduser()
