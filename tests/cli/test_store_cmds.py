@@ -97,6 +97,9 @@ def test_unknown_and_invalid_refs(owl, tiny_llama: Path, tmp_path: Path) -> None
     r = owl("import", "/nonexistent/model")
     assert r.code == 3 and "/nonexistent/model" in r.err
     assert owl("ls", "--kind", "nonsense").code == 2
+    # a bad option value is a usage error (2), not an internal one
+    assert owl("run", "tiny-llama", "hi", "--max-tokens", "many").code == 2
+    assert owl("no-such-command").code == 2
 
 
 def test_export_copies_and_edits_leave_store_intact(owl, tiny_llama: Path, tmp_path: Path) -> None:

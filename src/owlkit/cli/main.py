@@ -60,10 +60,11 @@ def _root(
 
 
 def _register() -> None:
-    from owlkit.cli import model_cmds, store_cmds
+    from owlkit.cli import data_cmds, model_cmds, store_cmds
 
     store_cmds.register(app)
     model_cmds.register(app)
+    data_cmds.register(app)
 
 
 # owl never downloads at run time (every model comes from the store), and our own progress and
@@ -94,18 +95,27 @@ def main(argv: list[str] | None = None) -> None:
         _fail(FileSystemError(f"{where}{e.strerror or e}; check the path, its permissions and free space"), 9)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except Exception as e:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(e, click.exceptions.Abort):
-            _fail(None, 130)
-        if isinstance(e, click.ClickException):
+    except typer.Abort:
+        _fail(None, 130)
+    except Exception as e:
+        # Usage errors (Typer's own click classes, or click's) print themselves and carry exit code 2.
+        if isinstance(e, typer.TyperException | _click_exception()) and isinstance(
+            getattr(e, "exit_code", None), int
+        ):
             e.show()
             sys.exit(e.exit_code)
         if _debug:
             raise
         _fail(e, 1, internal=True)
     sys.exit(0)
+
+
+def _click_exception() -> type[Exception]:
+    try:
+        import click
+    except ImportError:  # Typer vendors its own click; the standalone package may be absent
+        return typer.TyperException
+    return click.ClickException
 
 
 def _fail(e: BaseException | None, code: int, *, internal: bool = False) -> None:
