@@ -1,0 +1,1 @@
+"""Instruction tuning (``owl tune``): data preparation, training recipes and adapter export."""
