@@ -60,10 +60,11 @@ def _root(
 
 
 def _register() -> None:
-    from owlkit.cli import data_cmds, model_cmds, store_cmds
+    from owlkit.cli import data_cmds, model_cmds, store_cmds, tune_cmds
 
     store_cmds.register(app)
     model_cmds.register(app)
+    tune_cmds.register(app)
     data_cmds.register(app)
 
 

@@ -143,19 +143,56 @@ def ls_cmd(
 
 def show_cmd(
     ref: Annotated[str, typer.Argument(help="NAME[:TAG] or digest prefix.")],
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Write the training loss curve to this SVG file.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show one artifact: facts, license, origin, files, lineage and recipe.
+    """Show one artifact: facts, license, origin, files, lineage, recipe and training curve.
 
     Example: owl show smollm2
     """
     store = open_store()
     rec = store.find(ref)
     info = show_info(store, rec)
+    if plot:
+        _write_plot(rec, plot)
     if as_json:
         print_json(info)
         return
     _render_show(info)
+    _render_training(rec)
+
+
+def _loss_series(rec: Record) -> dict[str, list[tuple[int, float]]]:
+    log = (rec.side.get("training") or {}).get("log") or []
+    series: dict[str, list[tuple[int, float]]] = {}
+    for key in ("loss", "eval_loss"):
+        points = [(int(e["step"]), float(e[key])) for e in log if e.get(key) is not None]
+        if points:
+            series[key] = points
+    return series
+
+
+def _render_training(rec: Record) -> None:
+    from owlkit.cli.plot import sparkline
+
+    for key, points in _loss_series(rec).items():
+        values = [v for _, v in points]
+        console.print(
+            f"{key:<10} {values[0]:.3f} {sparkline(values)} {values[-1]:.3f}  ({len(values)} points)"
+        )
+
+
+def _write_plot(rec: Record, path: Path) -> None:
+    from owlkit.cli.plot import loss_svg
+    from owlkit.errors import UsageError
+
+    series = _loss_series(rec)
+    if not series:
+        raise UsageError(f"{rec.name} has no training log to plot: --plot is for artifacts made by owl tune")
+    loss_svg(series, f"{rec.name}: training loss", path)
+    err_console.print(f"wrote {path}")
 
 
 def show_info(store: Store, rec: Record) -> dict[str, Any]:

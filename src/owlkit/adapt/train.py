@@ -1,0 +1,513 @@
+"""The ``owl tune`` recipe: LoRA, DoRA or full fine-tuning of a transformers causal LM, at the path level.
+
+One module, ``setup`` -> ``train`` -> ``save`` (shared/docs/style-anchors.md, patterns 1-5): the params
+are a dataclass checked before any weight is touched, the loop is plain PyTorch on about one screen, and
+checkpoints are safetensors plus a JSON state, so an interrupted run resumes to the same adapter, bit
+for bit, on the same machine with the same thread count.
+
+Packed batches pass ``position_ids`` (restarting at each example, for the rotary embeddings), the 4D
+block-causal mask (so attention never crosses examples) and ``use_cache=False`` (transformers 5 creates
+a cache in training mode otherwise, and a cache ignores position-id restarts).
+
+Data order: the eval split is the head of ``epoch_order(n, seed, 0)``; training epoch ``e`` (from 1)
+visits the remaining examples in ``epoch_order(n_train, seed, e)``. Everything downstream of the order
+(packing, batching, accumulation) is deterministic, so resuming just skips the micro-batches already
+used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from owlkit.adapt.data import (
+    IGNORE,
+    Encoded,
+    PackedSeq,
+    block_causal_mask,
+    encode_all,
+    epoch_order,
+    load_examples,
+    pack,
+    pad_batch,
+)
+from owlkit.errors import InvalidFile, UsageError, missing_extra
+
+if TYPE_CHECKING:
+    import torch
+
+METHODS = ("lora", "dora", "full")
+SCHEDULES = ("cosine", "linear", "constant")
+# Params that may change between a run and its resume: they decide how long to go and what to record,
+# not the steps already taken (a new length does reshape the remaining learning-rate schedule, so only an
+# unchanged one resumes bit for bit).
+_RESUMABLE_CHANGES = {"steps", "epochs", "eval_every", "save_every"}
+
+
+@dataclass
+class TuneParams:
+    """The recipe's settings; ``owl tune --config x.yaml`` is this dataclass as YAML."""
+
+    method: str = "lora"
+    """lora | dora | full (qlora is not available yet)."""
+    r: int = 8
+    """LoRA rank."""
+    alpha: float = 16.0
+    """LoRA alpha; the update is scaled by alpha/r (alpha/sqrt(r) with rslora)."""
+    dropout: float = 0.0
+    """Dropout on the LoRA input, 0 <= dropout < 1."""
+    targets: list[str] | str = "all-linear"
+    """Module names to adapt (q_proj, v_proj, ...) or "all-linear" (every linear layer but the output)."""
+    rslora: bool = False
+    """Rank-stabilised scaling alpha/sqrt(r)."""
+    lr: float = 2e-4
+    """Peak learning rate."""
+    warmup: int = 0
+    """Optimizer steps of linear warmup to the peak learning rate."""
+    schedule: str = "cosine"
+    """Learning-rate decay after warmup: cosine | linear | constant."""
+    epochs: int = 1
+    """Passes over the training examples (ignored when steps is set)."""
+    steps: int | None = None
+    """Optimizer steps to take; overrides epochs."""
+    batch_size: int = 4
+    """Sequences per micro-batch."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    seq_len: int = 256
+    """Tokens per sequence; longer examples are truncated."""
+    packing: bool = True
+    """Pack several examples into each sequence (no attention across them)."""
+    grad_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, more time."""
+    eval_split: float = 0.0
+    """Fraction of examples held out for eval loss, 0 <= eval_split < 1."""
+    eval_every: int = 0
+    """Compute eval loss every this many steps (0: only at the end, when there is an eval split)."""
+    save_every: int = 0
+    """Write a resumable checkpoint every this many steps (0: never)."""
+    template: str | None = None
+    """None: the base's chat template if it has one, else Alpaca; "alpaca" forces the Alpaca prompt."""
+    seed: int = 0
+    """Seed for initialisation, dropout and data order."""
+    max_grad_norm: float = 1.0
+    """Clip the gradient norm to this (0: no clipping)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+
+    def __post_init__(self) -> None:
+        def bad(flag: str, why: str) -> UsageError:
+            return UsageError(f"--{flag.replace('_', '-')}: {why}")
+
+        if self.method == "qlora":
+            raise bad("method", "qlora: not yet; use lora, dora or full")
+        if self.method not in METHODS:
+            raise bad("method", f"{self.method!r} is not one of {', '.join(METHODS)}")
+        if self.schedule not in SCHEDULES:
+            raise bad("schedule", f"{self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        for name in ("r", "epochs", "batch_size", "grad_accum", "seq_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(name, f"must be a whole number >= 1, not {value!r}")
+        for name in ("warmup", "eval_every", "save_every", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise bad(name, f"must be a whole number >= 0, not {value!r}")
+        if self.steps is not None and (
+            isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1
+        ):
+            raise bad("steps", f"must be a whole number >= 1, not {self.steps!r}")
+        if not self.lr > 0:
+            raise bad("lr", f"must be > 0, not {self.lr!r}")
+        if not self.alpha > 0:
+            raise bad("alpha", f"must be > 0, not {self.alpha!r}")
+        if not 0 <= self.dropout < 1:
+            raise bad("dropout", f"must be in [0, 1), not {self.dropout!r}")
+        if not 0 <= self.eval_split < 1:
+            raise bad("eval_split", f"must be in [0, 1), not {self.eval_split!r}")
+        if self.eval_every and not self.eval_split:
+            raise bad("eval_every", "needs --eval-split > 0 to have examples to evaluate")
+        if self.max_grad_norm < 0 or self.weight_decay < 0:
+            flag = "max_grad_norm" if self.max_grad_norm < 0 else "weight_decay"
+            raise bad(flag, "must be >= 0")
+        if isinstance(self.targets, str):
+            if self.targets != "all-linear" and not self.targets:
+                raise bad("targets", 'give module names or "all-linear"')
+        elif not self.targets or not all(isinstance(t, str) and t for t in self.targets):
+            raise bad("targets", 'give module names or "all-linear"')
+        if self.method == "full" and (self.targets != "all-linear" or self.rslora or self.dropout):
+            raise bad("method", "full trains every weight; drop --targets, --rslora and --dropout")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "params") -> TuneParams:
+        if not isinstance(data, dict):
+            raise UsageError(f"{where}: expected a mapping of tune params")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            raise UsageError(
+                f"{where}: unknown tune params {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> TuneParams:
+        import yaml
+
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, yaml.YAMLError) as e:
+            raise InvalidFile(f"{path.name}: not valid YAML ({type(e).__name__}); fix the file") from None
+        return cls.from_dict(data or {}, path.name)
+
+    def to_yaml(self, path: Path) -> None:
+        import yaml
+
+        Path(path).write_text(yaml.safe_dump(self.as_dict(), sort_keys=False), encoding="utf-8")
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    log: list[dict] = field(default_factory=list)
+    """One entry per step: step, loss, lr, tokens (cumulative), eval_loss when evaluated."""
+    data_report: dict = field(default_factory=dict)
+    data_order_digest: str = ""
+    """sha256 of the JSON example order: eval indices and each training epoch's order."""
+    final_eval_loss: float | None = None
+    tokens_per_s: float = 0.0
+    num_threads: int = 1
+    deterministic: bool = False
+
+
+# ---------------------------------------------------------------- setup
+
+
+def get_lr(step: int, total: int, params: TuneParams) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): linear warmup, then decay to 0 at ``total``."""
+    if step < params.warmup:
+        return params.lr * (step + 1) / (params.warmup + 1)
+    if params.schedule == "constant" or total <= params.warmup:
+        return params.lr
+    ratio = min(1.0, (step - params.warmup) / (total - params.warmup))
+    coeff = 0.5 * (1 + math.cos(math.pi * ratio)) if params.schedule == "cosine" else 1 - ratio
+    return params.lr * coeff
+
+
+def _load(base_dir: Path, params: TuneParams) -> tuple[Any, Any]:
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError:
+        raise missing_extra("transformers", "ml", "owl tune") from None
+    tokenizer = AutoTokenizer.from_pretrained(base_dir, trust_remote_code=False)
+    torch.manual_seed(params.seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, trust_remote_code=False, dtype=torch.float32)
+    if params.grad_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if params.method == "full":
+        model.requires_grad_(True)
+        return model, tokenizer
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise missing_extra("peft", "ml", "owl tune --method lora") from None
+    config = LoraConfig(
+        r=params.r,
+        lora_alpha=params.alpha,
+        lora_dropout=params.dropout,
+        target_modules=params.targets,
+        use_rslora=params.rslora,
+        use_dora=params.method == "dora",
+        task_type="CAUSAL_LM",
+    )
+    torch.manual_seed(params.seed)  # LoRA A init
+    return get_peft_model(model, config), tokenizer
+
+
+def _real_tokens(seq: PackedSeq, pad_id: int) -> int:
+    """Tokens of a packed sequence that are not end padding (for the tokens/s figure only). pack() pads
+    with a last segment of pad ids, all untrained and with positions from 0; a real example ending so
+    is counted as padding, which only understates the figure."""
+    n = seq.seg_lengths[-1]
+    tail = slice(len(seq.input_ids) - n, None)
+    if (
+        len(seq.seg_lengths) > 1
+        and all(t == pad_id for t in seq.input_ids[tail])
+        and all(lab == IGNORE for lab in seq.labels[tail])
+    ):
+        return len(seq.input_ids) - n
+    return len(seq.input_ids)
+
+
+def _micro_batches(examples: list[Encoded], params: TuneParams, pad_id: int) -> list[dict[str, torch.Tensor]]:
+    """Examples, in the order given, as micro-batches of tensors for the model."""
+    import torch
+
+    out = []
+    if params.packing:
+        seqs = pack(examples, params.seq_len, pad_id)
+        for i in range(0, len(seqs), params.batch_size):
+            chunk = seqs[i : i + params.batch_size]
+            out.append(
+                {
+                    "input_ids": torch.tensor([s.input_ids for s in chunk]),
+                    "labels": torch.tensor([s.labels for s in chunk]),
+                    "position_ids": torch.tensor([s.position_ids for s in chunk]),
+                    "attention_mask": torch.stack(
+                        [block_causal_mask(s.seg_lengths, params.seq_len) for s in chunk]
+                    )[:, None],
+                    "n_tokens": torch.tensor(sum(_real_tokens(s, pad_id) for s in chunk)),
+                }
+            )
+    else:
+        for i in range(0, len(examples), params.batch_size):
+            batch = pad_batch(examples[i : i + params.batch_size], pad_id)
+            out.append({**batch, "n_tokens": batch["attention_mask"].sum()})
+    return out
+
+
+def _loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over trained labels, and how many there are."""
+    import torch.nn.functional as F
+
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "n_tokens")}
+    logits = model(**inputs, use_cache=False).logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    loss = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
+    )
+    return loss, int((labels != IGNORE).sum())
+
+
+def _eval_loss(model: Any, batches: list[dict[str, torch.Tensor]]) -> float | None:
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in batches:
+            loss, n = _loss_sum(model, batch)
+            total, count = total + float(loss), count + n
+    model.train()
+    return total / count if count else None
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _trainable(model: Any) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _save_checkpoint(work_dir: Path, model: Any, optimizer: Any, state: dict) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    final = work_dir / f"ckpt-{state['step']:08d}"
+    tmp = work_dir / f".tmp-{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(
+        {n: p.detach().contiguous().clone() for n, p in _trainable(model).items()},
+        tmp / "weights.safetensors",
+    )
+    opt = optimizer.state_dict()
+    tensors = {"rng.torch": torch.get_rng_state()}
+    for idx, slots in opt["state"].items():
+        for key, value in slots.items():
+            tensors[f"opt.{idx}.{key}"] = value.detach().contiguous().clone()
+    save_file(tensors, tmp / "state.safetensors")
+    meta = {**state, "param_groups": opt["param_groups"]}
+    (tmp / "state.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
+def _last_checkpoint(work_dir: Path) -> Path | None:
+    found = sorted(p for p in work_dir.glob("ckpt-*") if (p / "state.json").is_file())
+    return found[-1] if found else None
+
+
+def _load_checkpoint(ckpt: Path, model: Any, optimizer: Any, params: TuneParams) -> dict:
+    import torch
+    from safetensors.torch import load_file
+
+    meta = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+    changed = sorted(
+        k for k, v in params.as_dict().items() if k not in _RESUMABLE_CHANGES and meta["params"].get(k) != v
+    )
+    if changed:
+        raise UsageError(
+            f"{ckpt.name}: resume with changed params {', '.join(changed)}; use the "
+            "original values or start without --resume"
+        )
+    weights = load_file(ckpt / "weights.safetensors")
+    own = _trainable(model)
+    if set(weights) != set(own) or any(weights[n].shape != own[n].shape for n in own):
+        raise InvalidFile(f"{ckpt.name}: its weights do not match this model; start without --resume")
+    with torch.no_grad():
+        for name, p in own.items():
+            p.copy_(weights[name])
+    tensors = load_file(ckpt / "state.safetensors")
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, idx, slot = key.split(".", 2)
+            state.setdefault(int(idx), {})[slot] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    return meta
+
+
+# ---------------------------------------------------------------- train
+
+
+def train(
+    base_dir: Path,
+    data_path: Path,
+    data_format: str,
+    params: TuneParams,
+    out_dir: Path,
+    *,
+    work_dir: Path,
+    base_ref: str = "",
+    resume: bool = False,
+    progress: Callable[[dict], None] | None = None,
+    _stop_after: int | None = None,
+) -> TrainResult:
+    """Tune the HF folder ``base_dir`` on ``data_path`` and write the result to ``out_dir``: a PEFT adapter
+    (lora/dora; ``base_model_name_or_path`` set to ``base_ref``) or a full HF folder (full).
+
+    ``work_dir`` holds checkpoints; ``resume`` continues from the last one. ``_stop_after`` ends the run
+    after that many steps without writing ``out_dir`` (tests use it to simulate an interruption).
+
+    Raises UsageError (bad params or data format), InvalidFile (no usable rows), NotFound."""
+    import torch
+
+    base_dir, out_dir, work_dir = Path(base_dir), Path(out_dir), Path(work_dir)
+    # Validate the data before loading weights.
+    convs, report = load_examples(Path(data_path), data_format)
+    model, tokenizer = _load(base_dir, params)
+    template = None if params.template == "alpaca" else (params.template or tokenizer.chat_template)
+    examples = encode_all(convs, tokenizer, template=template, max_len=params.seq_len, report=report)
+    if not examples:
+        raise InvalidFile(
+            f"{Path(data_path).name}: no example left after encoding; check the data and seq_len"
+        )
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+
+    split = epoch_order(len(examples), params.seed, 0)
+    n_eval = math.ceil(len(examples) * params.eval_split) if params.eval_split else 0
+    if n_eval >= len(examples):
+        raise UsageError(f"--eval-split {params.eval_split} leaves no training example of {len(examples)}")
+    eval_idx, train_idx = split[:n_eval], sorted(split[n_eval:])
+    eval_batches = _micro_batches([examples[i] for i in eval_idx], params, pad_id)
+    per_epoch = len(_micro_batches([examples[i] for i in train_idx], params, pad_id))
+    total = params.steps or math.ceil(params.epochs * per_epoch / params.grad_accum)
+    n_epochs = math.ceil(total * params.grad_accum / per_epoch)
+    orders = [
+        [train_idx[i] for i in epoch_order(len(train_idx), params.seed, e)] for e in range(1, n_epochs + 1)
+    ]
+    digest = hashlib.sha256(json.dumps({"eval": eval_idx, "epochs": orders}).encode()).hexdigest()
+
+    def stream() -> Iterator[dict[str, torch.Tensor]]:
+        for order in orders:
+            yield from _micro_batches([examples[i] for i in order], params, pad_id)
+
+    deterministic_was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        optimizer = torch.optim.AdamW(
+            list(_trainable(model).values()), lr=params.lr, weight_decay=params.weight_decay
+        )
+        step, tokens, log = 0, 0, []
+        if resume and (ckpt := _last_checkpoint(work_dir)) is not None:
+            meta = _load_checkpoint(ckpt, model, optimizer, params)
+            step, tokens, log = meta["step"], meta["tokens"], meta["log"]
+        batches = stream()
+        for _ in range(step * params.grad_accum):  # the micro-batches already trained on
+            next(batches)
+        model.train()
+        started, run_tokens, eval_loss = time.perf_counter(), 0, None
+        while step < total and (_stop_after is None or step < _stop_after):
+            lr = get_lr(step, total, params)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            micro = [next(batches) for _ in range(params.grad_accum)]
+            n_labels = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
+            loss_total = 0.0
+            for batch in micro:  # token-weighted mean over the whole step
+                loss, _ = _loss_sum(model, batch)
+                (loss / max(n_labels, 1)).backward()
+                loss_total += float(loss.detach())
+                run_tokens += int(batch["n_tokens"])
+            if params.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(list(_trainable(model).values()), params.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            tokens_now = tokens + run_tokens
+            entry = {"step": step, "loss": loss_total / max(n_labels, 1), "lr": lr, "tokens": tokens_now}
+            if eval_batches and ((params.eval_every and step % params.eval_every == 0) or step == total):
+                entry["eval_loss"] = eval_loss = _eval_loss(model, eval_batches)
+            log.append(entry)
+            if progress is not None:
+                progress(
+                    {
+                        **entry,
+                        "total_steps": total,
+                        "tokens_per_s": run_tokens / max(time.perf_counter() - started, 1e-9),
+                    }
+                )
+            if params.save_every and step % params.save_every == 0:
+                state = {"step": step, "tokens": tokens_now, "log": log, "params": params.as_dict()}
+                _save_checkpoint(work_dir, model, optimizer, state)
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        if _stop_after is None or step >= total:
+            _save(model, tokenizer, params, out_dir, base_ref)
+    finally:
+        torch.use_deterministic_algorithms(deterministic_was)
+    return TrainResult(
+        steps=step,
+        log=log,
+        data_report=report.as_dict(),
+        data_order_digest=digest,
+        final_eval_loss=eval_loss,
+        tokens_per_s=run_tokens / elapsed,
+        num_threads=torch.get_num_threads(),
+        deterministic=True,
+    )
+
+
+# ---------------------------------------------------------------- save
+
+
+def _save(model: Any, tokenizer: Any, params: TuneParams, out_dir: Path, base_ref: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if params.method == "full":
+        from owlkit.runtime.convert import _scrub
+
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        _scrub(out_dir)  # no transformers_version: same training, same bytes across installs
+        return
+    model.save_pretrained(out_dir)
+    # Set the base reference after saving: before, PEFT would look the name up (on the Hub) to check the
+    # vocabulary.
+    path = out_dir / "adapter_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base_ref or None
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -1,0 +1,129 @@
+"""`owl tune`: LoRA, DoRA or full instruction tuning of a stored model on a stored dataset."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from owlkit.cli.render import console, err_console, print_json
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune")(tune_cmd)
+
+
+@contextmanager
+def training_progress(*, enabled: bool) -> Iterator[Callable[[dict], None] | None]:
+    """A progress bar over optimizer steps showing loss, tokens/s and ETA; yields the step callback."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[tps]:.0f} tok/s"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("train", total=None, loss=float("nan"), tps=0.0)
+
+        def on_step(entry: dict) -> None:
+            bar.update(
+                task,
+                completed=entry["step"],
+                total=entry.get("total_steps"),
+                loss=entry["loss"],
+                tps=entry.get("tokens_per_s", 0.0),
+            )
+
+        yield on_step
+
+
+def tune_cmd(
+    base: Annotated[
+        str, typer.Argument(help="Base model: NAME[:TAG], digest prefix, or a folder to import.")
+    ],
+    data: Annotated[
+        str, typer.Argument(help="Dataset: NAME[:TAG], digest prefix, or a file/folder to import.")
+    ],
+    method: Annotated[str | None, typer.Option("--method", help="lora (default), dora or full.")] = None,
+    r: Annotated[int | None, typer.Option("--r", help="LoRA rank.")] = None,
+    alpha: Annotated[float | None, typer.Option("--alpha", help="LoRA alpha (scaling alpha/r).")] = None,
+    dropout: Annotated[float | None, typer.Option("--dropout", help="LoRA dropout.")] = None,
+    targets: Annotated[
+        str | None, typer.Option("--targets", help="Comma-separated module names, or all-linear.")
+    ] = None,
+    rslora: Annotated[
+        bool | None, typer.Option("--rslora/--no-rslora", help="Scale by alpha/sqrt(r).")
+    ] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
+    warmup: Annotated[int | None, typer.Option("--warmup", help="Warmup steps.")] = None,
+    schedule: Annotated[str | None, typer.Option("--schedule", help="cosine, linear or constant.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Passes over the data.")] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="Optimizer steps (overrides --epochs).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Sequences per micro-batch.")] = None,
+    grad_accum: Annotated[int | None, typer.Option("--grad-accum", help="Micro-batches per step.")] = None,
+    seq_len: Annotated[int | None, typer.Option("--seq-len", help="Tokens per sequence.")] = None,
+    packing: Annotated[bool | None, typer.Option("--packing/--no-packing", help="Pack examples.")] = None,
+    grad_checkpointing: Annotated[
+        bool | None,
+        typer.Option("--grad-checkpointing/--no-grad-checkpointing", help="Trade compute for memory."),
+    ] = None,
+    eval_split: Annotated[
+        float | None, typer.Option("--eval-split", help="Held-out share for eval loss.")
+    ] = None,
+    template: Annotated[
+        str | None,
+        typer.Option("--template", help="alpaca, or leave unset for the base's own chat template."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for data order and init.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="A YAML file with the same keys.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="NAME[:TAG] of the result.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Train an adapter (or a full fine-tune) on instruction data, as a recipe that can be rebuilt.
+
+    Example: owl tune smollm2-hf alpaca --method lora --r 16 --targets all-linear --steps 60
+    """
+    from dataclasses import fields, replace
+
+    from owlkit.adapt.train import TuneParams
+    from owlkit.recipes.tune import tune
+    from owlkit.store import open_store
+
+    given = {
+        "method": method, "r": r, "alpha": alpha, "dropout": dropout, "rslora": rslora, "lr": lr,
+        "warmup": warmup, "schedule": schedule, "epochs": epochs, "steps": steps, "batch_size": batch_size,
+        "grad_accum": grad_accum, "seq_len": seq_len, "packing": packing,
+        "grad_checkpointing": grad_checkpointing, "eval_split": eval_split, "template": template, "seed": seed,
+        "targets": (targets if targets == "all-linear" else targets.split(",")) if targets else None,
+    }  # fmt: skip
+    params = TuneParams.from_yaml(config) if config else TuneParams()
+    known = {f.name for f in fields(TuneParams)}
+    params = replace(params, **{k: v for k, v in given.items() if v is not None and k in known})
+    started = time.perf_counter()
+    store = open_store(write=True)
+    with training_progress(enabled=not as_json) as progress:
+        digest = tune(store, base, data, params, name=name, resume=resume, progress=progress)
+    rec = store.get(digest)
+    training = rec.side.get("training", {})
+    if as_json:
+        print_json({"digest": digest, "names": rec.tags, "training": training})
+        return
+    console.print(
+        f"trained [bold]{rec.name}[/bold] {digest[:19]}: {training.get('steps')} steps, "
+        f"{training.get('tokens_per_s', 0):.0f} tokens/s, final eval loss {training.get('final_eval_loss')} "
+        f"in {time.perf_counter() - started:.0f}s"
+    )
