@@ -116,6 +116,84 @@ def test_resume_equals_uninterrupted(base: Path, data: Path, tmp_path: Path) -> 
     assert resumed.num_threads == torch.get_num_threads()
 
 
+def nf4_base(folder: Path):
+    """The base loaded the way the qlora recipe loads it: 4-bit NF4, double quantization, fp32 compute."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.float32,
+    )
+    return AutoModelForCausalLM.from_pretrained(
+        folder, dtype=torch.float32, quantization_config=config, device_map="cpu"
+    )
+
+
+def test_qlora_trains_on_nf4_and_reloads(
+    base: Path, repeated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("bitsandbytes")
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from owlkit.adapt import train as recipe
+
+    captured = {}
+    real_save = recipe._save
+
+    def keep(model, *args):
+        captured["model"] = model.eval()
+        real_save(model, *args)
+
+    monkeypatch.setattr(recipe, "_save", keep)
+    params = TuneParams(method="qlora", steps=20, lr=1e-2, batch_size=2, seq_len=64, warmup=2)
+    result = run(base, repeated, tmp_path, params)
+    assert result.steps == 20 and result.log[-1]["loss"] < result.log[0]["loss"] - 0.3, result.log
+    assert any("AdamW" in n and "CUDA" in n for n in result.notes)
+    linear = captured["model"].base_model.model.model.layers[0].self_attn.q_proj.base_layer
+    assert type(linear).__name__ == "Linear4bit"  # trained against the quantized weights
+    out = tmp_path / "out"
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["base_model_name_or_path"] == "owl:tiny"
+    tok = AutoTokenizer.from_pretrained(base)
+    trained = batch_logits(captured["model"], tok)
+    loaded = PeftModel.from_pretrained(nf4_base(base), out).eval()
+    assert float((batch_logits(loaded, tok) - trained).abs().max()) < 1e-5
+    # A normal LoRA adapter: it also applies to the full-precision base (up to the NF4 rounding).
+    fp32 = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    on_fp32 = batch_logits(PeftModel.from_pretrained(fp32, out).eval(), tok)
+    untrained = batch_logits(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval(), tok)
+    assert float((on_fp32 - untrained).abs().max()) > 1e-3
+
+
+def test_qlora_resume_equals_uninterrupted(base: Path, data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("bitsandbytes")
+    import torch
+    from safetensors.torch import load_file
+
+    params = TuneParams(
+        method="qlora",
+        steps=4,
+        save_every=2,
+        lr=1e-2,
+        dropout=0.1,
+        batch_size=2,
+        seq_len=32,
+        grad_checkpointing=True,
+    )
+    whole = run(base, data, tmp_path / "whole", params)
+    run(base, data, tmp_path / "split", params, _stop_after=2)
+    resumed = run(base, data, tmp_path / "split", params, resume=True)
+    assert [e["loss"] for e in resumed.log] == [e["loss"] for e in whole.log]
+    a = load_file(tmp_path / "whole" / "out" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "split" / "out" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_refuses_changed_params(base: Path, data: Path, tmp_path: Path) -> None:
     params = TuneParams(steps=2, save_every=1, batch_size=2, seq_len=32)
     run(base, data, tmp_path, params, _stop_after=1)
@@ -173,7 +251,6 @@ def test_params_yaml_round_trip_and_unknown_key(tmp_path: Path) -> None:
         ({"lr": -1e-3}, "--lr"),
         ({"eval_split": 1.0}, "--eval-split"),
         ({"method": "prefix"}, "--method"),
-        ({"method": "qlora"}, "qlora: not yet"),
         ({"schedule": "step"}, "--schedule"),
         ({"steps": 0}, "--steps"),
         ({"eval_every": 5}, "--eval-every"),

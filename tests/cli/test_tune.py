@@ -102,3 +102,26 @@ def test_tune_refuses_a_gguf_base_with_the_convert_hint(
     assert owl("import", gguf, "--name", "tiny-gguf").code == 0
     r = owl("tune", "tiny-gguf", tiny_alpaca, "--steps", "1")
     assert r.code == 5 and "owl convert tiny-gguf:latest --to hf" in r.err
+
+
+def test_tune_qlora_gives_a_lora_adapter_on_the_full_precision_base(
+    owl, tiny_llama: Path, tiny_alpaca: Path
+) -> None:
+    r = owl(
+        "tune",
+        tiny_llama,
+        tiny_alpaca,
+        "--method",
+        "qlora",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--name",
+        "q",
+        "--json",
+    )
+    assert r.code == 0, r.err
+    info = owl("show", "q", "--json").json()
+    assert info["facts"]["peft_type"] == "LORA" and info["recipe"]["params"]["method"] == "qlora"
+    assert any(p["relation"] == "adapter_of" for p in info["parents"])

@@ -1,4 +1,4 @@
-"""The ``owl tune`` recipe: LoRA, DoRA or full fine-tuning of a transformers causal LM, at the path level.
+"""The ``owl tune`` recipe: LoRA, DoRA, QLoRA or full fine-tuning of a transformers causal LM, at the path level.
 
 One module, ``setup`` -> ``train`` -> ``save`` (shared/docs/style-anchors.md, patterns 1-5): the params
 are a dataclass checked before any weight is touched, the loop is plain PyTorch on about one screen, and
@@ -8,6 +8,12 @@ for bit, on the same machine with the same thread count.
 Packed batches pass ``position_ids`` (restarting at each example, for the rotary embeddings), the 4D
 block-causal mask (so attention never crosses examples) and ``use_cache=False`` (transformers 5 creates
 a cache in training mode otherwise, and a cache ignores position-id restarts).
+
+QLoRA loads the base through bitsandbytes in 4-bit NF4 with double quantization, each weight quantized as
+it loads (the full-precision model never sits in memory whole), computes in float32 (bitsandbytes >= 0.46
+runs NF4 forward and backward on CPU), then adds LoRA as for ``lora``. The adapter is a plain PEFT LoRA
+adapter that also applies to the full-precision base (its deltas were learnt against the NF4 weights, so
+logits there differ by the quantization error). Paged optimizers are CUDA only; on CPU this is plain AdamW.
 
 Data order: the eval split is the head of ``epoch_order(n, seed, 0)``; training epoch ``e`` (from 1)
 visits the remaining examples in ``epoch_order(n_train, seed, e)``. Everything downstream of the order
@@ -44,7 +50,7 @@ from owlkit.errors import InvalidFile, UsageError, missing_extra
 if TYPE_CHECKING:
     import torch
 
-METHODS = ("lora", "dora", "full")
+METHODS = ("lora", "dora", "qlora", "full")
 SCHEDULES = ("cosine", "linear", "constant")
 # Params that may change between a run and its resume: they decide how long to go and what to record,
 # not the steps already taken (a new length does reshape the remaining learning-rate schedule, so only an
@@ -57,7 +63,7 @@ class TuneParams:
     """The recipe's settings; ``owl tune --config x.yaml`` is this dataclass as YAML."""
 
     method: str = "lora"
-    """lora | dora | full (qlora is not available yet)."""
+    """lora | dora | qlora | full."""
     r: int = 8
     """LoRA rank."""
     alpha: float = 16.0
@@ -107,8 +113,6 @@ class TuneParams:
         def bad(flag: str, why: str) -> UsageError:
             return UsageError(f"--{flag.replace('_', '-')}: {why}")
 
-        if self.method == "qlora":
-            raise bad("method", "qlora: not yet; use lora, dora or full")
         if self.method not in METHODS:
             raise bad("method", f"{self.method!r} is not one of {', '.join(METHODS)}")
         if self.schedule not in SCHEDULES:
@@ -190,6 +194,8 @@ class TrainResult:
     tokens_per_s: float = 0.0
     num_threads: int = 1
     deterministic: bool = False
+    notes: list[str] = field(default_factory=list)
+    """What the run did differently from what was asked, in a sentence each (e.g. no paged optimizer)."""
 
 
 # ---------------------------------------------------------------- setup
@@ -214,16 +220,37 @@ def _load(base_dir: Path, params: TuneParams) -> tuple[Any, Any]:
         raise missing_extra("transformers", "ml", "owl tune") from None
     tokenizer = AutoTokenizer.from_pretrained(base_dir, trust_remote_code=False)
     torch.manual_seed(params.seed)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, trust_remote_code=False, dtype=torch.float32)
-    if params.grad_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    checkpointing = {"use_reentrant": False}  # non-reentrant: inputs need not require grad
+    if params.method == "qlora":
+        try:
+            from peft import prepare_model_for_kbit_training
+        except ImportError:
+            raise missing_extra("peft", "ml", "owl tune --method qlora") from None
+        model = AutoModelForCausalLM.from_pretrained(
+            base_dir,
+            trust_remote_code=False,
+            dtype=torch.float32,
+            quantization_config=_nf4_config(),
+            device_map="cpu",
+        )
+        # Freezes every base weight and upcasts only fp16/bf16 ones (none here: the base loads in fp32),
+        # so it changes no number; checkpointing only when asked (its default is on).
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=params.grad_checkpointing,
+            gradient_checkpointing_kwargs=checkpointing,
+        )
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base_dir, trust_remote_code=False, dtype=torch.float32)
+        if params.grad_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
     if params.method == "full":
         model.requires_grad_(True)
         return model, tokenizer
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
-        raise missing_extra("peft", "ml", "owl tune --method lora") from None
+        raise missing_extra("peft", "ml", f"owl tune --method {params.method}") from None
     config = LoraConfig(
         r=params.r,
         lora_alpha=params.alpha,
@@ -235,6 +262,24 @@ def _load(base_dir: Path, params: TuneParams) -> tuple[Any, Any]:
     )
     torch.manual_seed(params.seed)  # LoRA A init
     return get_peft_model(model, config), tokenizer
+
+
+def _nf4_config() -> Any:
+    """The QLoRA quantization: 4-bit NF4 with double quantization, float32 compute (CPU has no fast
+    half-precision matmul, and float32 keeps the loop deterministic)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise missing_extra("bitsandbytes", "ml", "owl tune --method qlora") from None
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.float32,
+    )
 
 
 def _real_tokens(seq: PackedSeq, pad_id: int) -> int:
@@ -389,7 +434,7 @@ def train(
     _stop_after: int | None = None,
 ) -> TrainResult:
     """Tune the HF folder ``base_dir`` on ``data_path`` and write the result to ``out_dir``: a PEFT adapter
-    (lora/dora; ``base_model_name_or_path`` set to ``base_ref``) or a full HF folder (full).
+    (lora/dora/qlora; ``base_model_name_or_path`` set to ``base_ref``) or a full HF folder (full).
 
     ``work_dir`` holds checkpoints; ``resume`` continues from the last one. ``_stop_after`` ends the run
     after that many steps without writing ``out_dir`` (tests use it to simulate an interruption).
@@ -427,6 +472,9 @@ def train(
         for order in orders:
             yield from _micro_batches([examples[i] for i in order], params, pad_id)
 
+    notes = []
+    if params.method == "qlora":
+        notes.append("qlora: plain AdamW on CPU (paged optimizers need CUDA); base weights in 4-bit NF4")
     deterministic_was = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
@@ -489,6 +537,7 @@ def train(
         tokens_per_s=run_tokens / elapsed,
         num_threads=torch.get_num_threads(),
         deterministic=True,
+        notes=notes,
     )
 
 

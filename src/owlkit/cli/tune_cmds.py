@@ -55,7 +55,9 @@ def tune_cmd(
     data: Annotated[
         str, typer.Argument(help="Dataset: NAME[:TAG], digest prefix, or a file/folder to import.")
     ],
-    method: Annotated[str | None, typer.Option("--method", help="lora (default), dora or full.")] = None,
+    method: Annotated[
+        str | None, typer.Option("--method", help="lora (default), dora, qlora or full.")
+    ] = None,
     r: Annotated[int | None, typer.Option("--r", help="LoRA rank.")] = None,
     alpha: Annotated[float | None, typer.Option("--alpha", help="LoRA alpha (scaling alpha/r).")] = None,
     dropout: Annotated[float | None, typer.Option("--dropout", help="LoRA dropout.")] = None,
@@ -122,6 +124,8 @@ def tune_cmd(
     if as_json:
         print_json({"digest": digest, "names": rec.tags, "training": training})
         return
+    for note in training.get("notes", []):
+        err_console.print(f"[yellow]note:[/yellow] {note}")
     console.print(
         f"trained [bold]{rec.name}[/bold] {digest[:19]}: {training.get('steps')} steps, "
         f"{training.get('tokens_per_s', 0):.0f} tokens/s, final eval loss {training.get('final_eval_loss')} "
