@@ -129,7 +129,7 @@ def _write_card(out: Path, base: Record, data: Record, identity: str, params: An
     meta = {
         "base_model": upstream or base.name,
         "library_name": "transformers" if full else "peft",
-        **_card_license(base.manifest.license),
+        **card_license(base.manifest.license),
         "tags": ["owlkit", params.method],
         "owlkit": {
             "base_digest": base.digest,
@@ -149,7 +149,7 @@ def _write_card(out: Path, base: Record, data: Record, identity: str, params: An
     )
 
 
-def _card_license(license_id: str) -> dict[str, str]:
+def card_license(license_id: str) -> dict[str, str]:
     """Hub card convention: an SPDX id as a lower-case tag, anything else as ``other`` plus its name."""
     if license_id == "unknown":
         return {"license": "other"}
