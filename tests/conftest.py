@@ -79,3 +79,15 @@ def tiny_adapter(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> 
     cfg["base_model_name_or_path"] = "tiny-llama"
     (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
     return out
+
+
+@pytest.fixture
+def tiny_alpaca(tmp_path: Path) -> Path:
+    rows = [
+        {"instruction": "Reverse the words.", "input": "owl, model", "output": "model | owl"},
+        {"instruction": "Reverse the words.", "input": "tiny, time", "output": "time | tiny"},
+        {"instruction": "Say hello.", "input": "", "output": "hello"},
+    ] * 4
+    f = tmp_path / "data.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return f

@@ -7,20 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
 TUNE_ARGS = ("--steps", "3", "--batch-size", "2", "--r", "4", "--lr", "0.05", "--json")
-
-
-@pytest.fixture
-def merge_data(tmp_path: Path) -> Path:
-    rows = [
-        {"instruction": "Reverse the words.", "input": "owl, model", "output": "model | owl"},
-        {"instruction": "Say hello.", "input": "", "output": "hello"},
-    ] * 4
-    f = tmp_path / "merge-data.jsonl"
-    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return f
 
 
 def _tune(owl, base: str, data: Path, name: str, *extra: str) -> None:
@@ -54,14 +41,14 @@ def _assert_merged_like_peft(owl, tmp_path: Path, base: str, adapter: str, merge
 
 
 def test_merge_lora_matches_peft_with_lineage_and_is_deterministic(
-    owl, tiny_llama: Path, merge_data: Path, tmp_path: Path
+    owl, tiny_llama: Path, tiny_alpaca: Path, tmp_path: Path
 ) -> None:
     import torch
     from safetensors.torch import load_file
 
     assert owl("import", tiny_llama).code == 0
-    assert owl("import", merge_data, "--name", "m-data").code == 0
-    _tune(owl, "tiny-llama", merge_data, "m-lora")
+    assert owl("import", tiny_alpaca, "--name", "m-data").code == 0
+    _tune(owl, "tiny-llama", tiny_alpaca, "m-lora")
     r = owl("merge", "tiny-llama", "m-lora", "--name", "merged", "--json")
     assert r.code == 0, r.err
     digest = r.json()["digest"]
@@ -106,12 +93,12 @@ def test_merge_lora_matches_peft_with_lineage_and_is_deterministic(
 
 
 def test_merge_dora_and_refusals(
-    owl, tiny_llama: Path, tiny_llama_other: Path, merge_data: Path, tmp_path: Path
+    owl, tiny_llama: Path, tiny_llama_other: Path, tiny_alpaca: Path, tmp_path: Path
 ) -> None:
     from runtime.test_convert import write_tiny_gguf
 
     assert owl("import", tiny_llama).code == 0
-    _tune(owl, "tiny-llama", merge_data, "m-dora", "--method", "dora")
+    _tune(owl, "tiny-llama", tiny_alpaca, "m-dora", "--method", "dora")
     r = owl("merge", "tiny-llama", "m-dora", "--name", "merged-dora")
     assert r.code == 0, r.err
     _assert_merged_like_peft(owl, tmp_path, "tiny-llama", "m-dora", "merged-dora")

@@ -5,20 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import yaml
-
-
-@pytest.fixture
-def tiny_alpaca(tmp_path: Path) -> Path:
-    rows = [
-        {"instruction": "Reverse the words.", "input": "owl, model", "output": "model | owl"},
-        {"instruction": "Reverse the words.", "input": "tiny, time", "output": "time | tiny"},
-        {"instruction": "Say hello.", "input": "", "output": "hello"},
-    ] * 4
-    f = tmp_path / "data.jsonl"
-    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return f
 
 
 def test_tune_lora_stores_adapter_with_lineage(
