@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -55,6 +56,8 @@ def _root(
 ) -> None:
     global _debug
     _debug = debug
+    if debug:
+        warnings.resetwarnings()
     if home is not None:
         os.environ["OWL_HOME"] = str(home)
 
@@ -83,6 +86,10 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app, turning every OwlError into one red line and its exit code."""
     for key, value in QUIET_LIBRARIES.items():
         os.environ.setdefault(key, value)
+    # Libraries' deprecation chatter (torch.jit, transformers' checkpointing API) is for their callers,
+    # not for owl users; --debug shows it again.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     _register()
     try:
         app(args=argv, standalone_mode=False)
