@@ -31,6 +31,18 @@ def read_or_one_line_invalid(reader: Callable[[Path], object], path: Path) -> No
         assert "\n" not in str(e)
 
 
+def flip_or_truncate(b: bytearray, kind: str, header_end: int, data) -> None:
+    """The mutations both strict-reader property tests share: flip header bytes, or cut the file short."""
+    from hypothesis import strategies as st
+
+    if kind == "flip":
+        for _ in range(data.draw(st.integers(1, 8))):
+            i = data.draw(st.integers(0, header_end - 1))
+            b[i] ^= data.draw(st.integers(1, 255))
+    else:
+        del b[data.draw(st.integers(0, len(b) - 1)) :]
+
+
 def need(path: Path) -> Path:
     """Skip the calling test, with the reason, when a file from ../shared is absent."""
     if not path.exists():

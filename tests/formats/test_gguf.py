@@ -25,7 +25,7 @@ from owlkit.formats.gguf import (
     gguf_type_histogram,
     read_gguf,
 )
-from owltest import PROPS, read_or_one_line_invalid
+from owltest import PROPS, flip_or_truncate, read_or_one_line_invalid
 
 gguf = pytest.importorskip("gguf", reason="the gguf package (owlkit[ml]) builds the test files")
 
@@ -437,12 +437,8 @@ def length_fields(built: Path, valid_blob: bytes) -> list[int]:
 def _mutate(blob: bytes, header_end: int, lengths: list[int], data: st.DataObject) -> bytes:
     kind = data.draw(st.sampled_from(["flip", "truncate", "huge-length", "huge-anywhere", "append"]))
     b = bytearray(blob)
-    if kind == "flip":
-        for _ in range(data.draw(st.integers(1, 8))):
-            i = data.draw(st.integers(0, header_end - 1))
-            b[i] ^= data.draw(st.integers(1, 255))
-    elif kind == "truncate":
-        del b[data.draw(st.integers(0, len(b) - 1)) :]
+    if kind in ("flip", "truncate"):
+        flip_or_truncate(b, kind, header_end, data)
     elif kind in ("huge-length", "huge-anywhere"):
         i = data.draw(st.sampled_from(lengths) if kind == "huge-length" else st.integers(0, header_end - 8))
         value = data.draw(st.sampled_from([2**64 - 1, 2**63, 2**62, 2**40, 2**32, 2**24 + 1, len(blob)]))

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from owlkit.errors import InvalidFile, NotFound
 from owlkit.formats.safetensors import DTYPES, read_safetensors_header
-from owltest import PROPS, read_or_one_line_invalid
+from owltest import PROPS, flip_or_truncate, read_or_one_line_invalid
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("OWL_SHARED", REPO.parent / "shared"))
@@ -314,12 +314,8 @@ def _mutate(blob: bytes, data: st.DataObject) -> bytes:
     header_end = 8 + int.from_bytes(blob[:8], "little")
     kind = data.draw(st.sampled_from(["flip", "truncate", "huge", "append", "digit"]))
     b = bytearray(blob)
-    if kind == "flip":
-        for _ in range(data.draw(st.integers(1, 8))):
-            i = data.draw(st.integers(0, header_end - 1))
-            b[i] ^= data.draw(st.integers(1, 255))
-    elif kind == "truncate":
-        del b[data.draw(st.integers(0, len(b) - 1)) :]
+    if kind in ("flip", "truncate"):
+        flip_or_truncate(b, kind, header_end, data)
     elif kind == "huge":
         i = data.draw(st.integers(0, header_end - 8))
         b[i : i + 8] = struct.pack("<Q", data.draw(st.sampled_from([2**64 - 1, 2**63, 2**40, 2**32 + 1])))
