@@ -260,6 +260,8 @@ def test_pack_first_fit_in_order() -> None:
     examples = [fake(6, 10), fake(5, 20), fake(3, 30), fake(2, 40)]
     packed = pack(examples, seq_len=8, pad_id=0)
     assert [p.seg_lengths for p in packed] == [[6, 2], [5, 3]]
+    assert [p.members for p in packed] == [[0, 3], [1, 2]]
+    assert [p.real_tokens for p in packed] == [8, 8]
     p = packed[1]
     assert p.input_ids == [20, 21, 22, 23, 24, 30, 31, 32]
     assert p.position_ids == [0, 1, 2, 3, 4, 0, 1, 2]
@@ -269,6 +271,7 @@ def test_pack_first_fit_in_order() -> None:
     tail = pack([fake(5, 50)], seq_len=8, pad_id=7)[0]
     assert tail.input_ids[5:] == [7, 7, 7] and tail.labels[5:] == [IGNORE] * 3
     assert tail.position_ids == [0, 1, 2, 3, 4, 0, 1, 2] and tail.seg_lengths == [5, 3]
+    assert tail.members == [0] and tail.real_tokens == 5
     assert pack(examples, 8) == packed  # deterministic
     with pytest.raises(UsageError, match="does not fit seq_len"):
         pack([fake(9, 0)], 8)

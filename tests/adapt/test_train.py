@@ -270,3 +270,36 @@ def test_stories260k_lora_alpaca_loss_falls(data: Path, tmp_path: Path) -> None:
     result = train(stories, data, "alpaca", params, tmp_path / "out", work_dir=tmp_path / "work")
     assert result.log[-1]["loss"] < result.log[0]["loss"]
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_head_only_loss_equals_full_logits_loss(base: Path, data: Path, packing: bool) -> None:
+    """The loss computes the output layer only at trained positions; it must equal (value and gradients)
+    the cross-entropy over the model's full logits."""
+    import torch
+    import torch.nn.functional as F
+
+    from owlkit.adapt import train as t
+    from owlkit.adapt.data import IGNORE, encode_all, load_examples
+
+    params = TuneParams(r=4, batch_size=3, seq_len=128, packing=packing)
+    convs, report = load_examples(data, "alpaca")
+    model, tok = t._load(base, params)
+    examples = encode_all(convs, tok, template=None, max_len=params.seq_len, report=report)
+    batch = t._micro_batches(examples, params, t.pad_token_id(tok))[0]
+    assert model.get_base_model().config.model_type in t._HEAD_ONLY_ARCHS
+
+    loss, n = t._loss_sum(model, batch)
+    loss.backward()
+    grads = {k: p.grad.clone() for k, p in t._trainable(model).items()}
+    model.zero_grad(set_to_none=True)
+
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "n_tokens")}
+    logits = model(**inputs, use_cache=False).logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    ref = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), reduction="sum")
+    ref.backward()
+    assert n == int((labels != IGNORE).sum()) > 0
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-5)
+    for k, p in t._trainable(model).items():
+        torch.testing.assert_close(grads[k], p.grad, rtol=1e-4, atol=1e-6)

@@ -139,13 +139,20 @@ class PackedSeq:
     """Examples packed into one sequence of exactly ``seq_len`` tokens.
 
     ``position_ids`` restart at 0 at each example start; ``seq_ids`` number the examples (padding at the
-    end gets its own id); ``seg_lengths`` are those segments' lengths, for :func:`block_causal_mask`."""
+    end gets its own id); ``seg_lengths`` are those segments' lengths, for :func:`block_causal_mask`;
+    ``members`` are the packed examples' indices in the list given to :func:`pack`, in sequence order."""
 
     input_ids: list[int]
     labels: list[int]
     position_ids: list[int]
     seq_ids: list[int]
     seg_lengths: list[int]
+    members: list[int] = field(default_factory=list)
+
+    @property
+    def real_tokens(self) -> int:
+        """Tokens that belong to an example (not end padding)."""
+        return sum(self.seg_lengths[: len(self.members)])
 
 
 # ---------------------------------------------------------------- loading
@@ -489,9 +496,9 @@ def pack(encoded: Sequence[Encoded], seq_len: int, pad_id: int = 0) -> list[Pack
     (a new one when none has). Deterministic for a given order. Every sequence is padded to ``seq_len``
     (pad id, label IGNORE, its own segment). The first label of each example is set to IGNORE so no
     example's first token is predicted from the previous example's last one."""
-    bins: list[list[Encoded]] = []
+    bins: list[list[int]] = []
     room: list[int] = []
-    for enc in encoded:
+    for i, enc in enumerate(encoded):
         if len(enc) > seq_len:
             raise UsageError(
                 f"an example of {len(enc)} tokens does not fit seq_len {seq_len}; encode with max_len"
@@ -500,11 +507,11 @@ def pack(encoded: Sequence[Encoded], seq_len: int, pad_id: int = 0) -> list[Pack
             continue
         for b, free in enumerate(room):
             if free >= len(enc):
-                bins[b].append(enc)
+                bins[b].append(i)
                 room[b] -= len(enc)
                 break
         else:
-            bins.append([enc])
+            bins.append([i])
             room.append(seq_len - len(enc))
     out = []
     for members, free in zip(bins, room, strict=True):
@@ -513,7 +520,7 @@ def pack(encoded: Sequence[Encoded], seq_len: int, pad_id: int = 0) -> list[Pack
         pos: list[int] = []
         seq_ids: list[int] = []
         lengths: list[int] = []
-        for k, enc in enumerate(members):
+        for k, enc in enumerate(encoded[i] for i in members):
             ids += enc.input_ids
             labels += [IGNORE, *enc.labels[1:]]
             pos += range(len(enc))
@@ -525,7 +532,7 @@ def pack(encoded: Sequence[Encoded], seq_len: int, pad_id: int = 0) -> list[Pack
             pos += range(free)
             seq_ids += [len(members)] * free
             lengths.append(free)
-        out.append(PackedSeq(ids, labels, pos, seq_ids, lengths))
+        out.append(PackedSeq(ids, labels, pos, seq_ids, lengths, members))
     return out
 
 

@@ -282,19 +282,11 @@ def _nf4_config() -> Any:
     )
 
 
-def _real_tokens(seq: PackedSeq, pad_id: int) -> int:
-    """Tokens of a packed sequence that are not end padding (for the tokens/s figure only). pack() pads
-    with a last segment of pad ids, all untrained and with positions from 0; a real example ending so
-    is counted as padding, which only understates the figure."""
-    n = seq.seg_lengths[-1]
-    tail = slice(len(seq.input_ids) - n, None)
-    if (
-        len(seq.seg_lengths) > 1
-        and all(t == pad_id for t in seq.input_ids[tail])
-        and all(lab == IGNORE for lab in seq.labels[tail])
-    ):
-        return len(seq.input_ids) - n
-    return len(seq.input_ids)
+def pad_token_id(tokenizer: Any) -> int:
+    """The id that fills padding: the tokenizer's pad token, else EOS (never trained or attended to)."""
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    return int(tokenizer.eos_token_id or 0)
 
 
 def _micro_batches(examples: list[Encoded], params: TuneParams, pad_id: int) -> list[dict[str, torch.Tensor]]:
@@ -314,7 +306,7 @@ def _micro_batches(examples: list[Encoded], params: TuneParams, pad_id: int) -> 
                     "attention_mask": torch.stack(
                         [block_causal_mask(s.seg_lengths, params.seq_len) for s in chunk]
                     )[:, None],
-                    "n_tokens": torch.tensor(sum(_real_tokens(s, pad_id) for s in chunk)),
+                    "n_tokens": torch.tensor(sum(s.real_tokens for s in chunk)),
                 }
             )
     else:
@@ -324,17 +316,29 @@ def _micro_batches(examples: list[Encoded], params: TuneParams, pad_id: int) -> 
     return out
 
 
+# Architectures whose causal-LM logits are exactly ``lm_head(final hidden state)``: for them the head runs
+# only where a label is trained (often under half the tokens; SmolLM2's head is a fifth of its weights).
+# Others (logit soft-capping, scaling) take the full path.
+_HEAD_ONLY_ARCHS = {"llama", "mistral", "qwen2", "qwen3", "phi3"}
+
+
 def _loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """Summed next-token cross-entropy over trained labels, and how many there are."""
     import torch.nn.functional as F
 
     inputs = {k: v for k, v in batch.items() if k not in ("labels", "n_tokens")}
-    logits = model(**inputs, use_cache=False).logits[:, :-1].float()
     labels = batch["labels"][:, 1:]
-    loss = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
-    )
-    return loss, int((labels != IGNORE).sum())
+    keep = labels != IGNORE
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "model_type", None) in _HEAD_ONLY_ARCHS:
+        hidden = base.get_decoder()(**inputs, use_cache=False).last_hidden_state[:, :-1]
+        logits = base.get_output_embeddings()(hidden[keep]).float()
+        target = labels[keep]
+    else:
+        logits = model(**inputs, use_cache=False).logits[:, :-1].float()
+        logits, target = logits.reshape(-1, logits.size(-1)), labels.reshape(-1)
+    loss = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="sum")
+    return loss, int(keep.sum())
 
 
 def _eval_loss(model: Any, batches: list[dict[str, torch.Tensor]]) -> float | None:
@@ -452,7 +456,7 @@ def train(
         raise InvalidFile(
             f"{Path(data_path).name}: no example left after encoding; check the data and seq_len"
         )
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad_id = pad_token_id(tokenizer)
 
     split = epoch_order(len(examples), params.seed, 0)
     n_eval = math.ceil(len(examples) * params.eval_split) if params.eval_split else 0
