@@ -21,6 +21,7 @@ from owlkit.adapt.data import (
     encode_all,
     epoch_order,
     load_examples,
+    split_of,
     pack,
     pad_batch,
 )
@@ -126,6 +127,41 @@ def test_folder_is_read_in_path_order(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("# card\n")
     convs, _ = load_examples(tmp_path, "alpaca")
     assert [c.instruction for c in convs] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("rel", "split"),
+    [
+        ("train.jsonl", "train"),
+        ("data/train-00000-of-00002.parquet", "train"),
+        ("validation/part.json", "validation"),
+        ("dev.csv", "validation"),
+        ("test_v2.jsonl", "test"),
+        ("heldout.jsonl", "test"),
+        ("trainer.jsonl", None),  # a word that merely begins with "train"
+        ("contest.jsonl", None),
+        ("a.jsonl", None),
+    ],
+)
+def test_split_of_follows_hf_file_naming(rel: str, split: str | None) -> None:
+    assert split_of(rel) == split
+
+
+def test_folder_splits_train_and_test_apart(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "train.jsonl", [{"instruction": "t", "output": "1"}])
+    write_jsonl(tmp_path / "test.jsonl", [{"instruction": "held", "output": "2"}])
+    train, report = load_examples(tmp_path, "alpaca", split="train")
+    assert [c.instruction for c in train] == ["t"] and report.files == ["train.jsonl"]
+    test, _ = load_examples(tmp_path, "alpaca", split="test")
+    assert [c.instruction for c in test] == ["held"]
+    with pytest.raises(InvalidFile, match="no validation split"):
+        load_examples(tmp_path, "alpaca", split="validation")
+    # Without split-named files, a folder is all training data and has no test split.
+    (tmp_path / "train.jsonl").rename(tmp_path / "a.jsonl")
+    (tmp_path / "test.jsonl").rename(tmp_path / "b.jsonl")
+    assert len(load_examples(tmp_path, "alpaca", split="train")[0]) == 2
+    with pytest.raises(InvalidFile, match="no test split"):
+        load_examples(tmp_path, "alpaca", split="test")
 
 
 def test_empty_or_all_bad_data_is_one_line_error(tmp_path: Path) -> None:

@@ -62,6 +62,13 @@ SHAREGPT_ROLES = {
     "system": "system",
 }
 ALPACA_FORMATS = ("alpaca", "sharegpt", "openai-messages")
+# Split names in file and folder names, as the Hugging Face datasets library reads a data folder
+# (train.jsonl, test-00000.parquet, validation/part.json), plus "heldout".
+SPLIT_WORDS = {
+    "train": ("train", "training"),
+    "validation": ("validation", "valid", "val", "dev"),
+    "test": ("test", "testing", "eval", "evaluation", "heldout"),
+}
 
 # Stanford Alpaca's published prompt wording (tatsu-lab/stanford_alpaca, train.py PROMPT_DICT); the
 # response follows "### Response:" directly, then EOS.
@@ -103,6 +110,8 @@ class SkipReport:
 
     kept: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    files: list[str] = field(default_factory=list)
+    """The data files read, relative to the dataset folder."""
     truncated: int = 0
     dropped_overlong: int = 0
 
@@ -115,6 +124,7 @@ class SkipReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "files": self.files,
             "kept": self.kept,
             "skipped": dict(sorted(self.skipped.items())),
             "truncated": self.truncated,
@@ -267,9 +277,34 @@ def to_conversation(row: Any, data_format: str) -> Conversation | str:
     )
 
 
-def load_examples(folder_or_file: Path, data_format: str) -> tuple[list[Conversation], SkipReport]:
-    """Every usable row of a data file (or of a folder's data files, in sorted path order) as a
-    conversation. Bad rows are skipped and counted by reason; no usable row at all raises InvalidFile."""
+def split_of(rel: str) -> str | None:
+    """The split a data file belongs to by its path (``train.jsonl`` -> train), or None."""
+    for part in rel.lower().split("/"):
+        for split, words in SPLIT_WORDS.items():
+            for word in words:
+                if part.startswith(word) and (len(part) == len(word) or part[len(word)] in "-._ 0123456789"):
+                    return split
+    return None
+
+
+def select_split(rels: list[str], split: str | None) -> list[str]:
+    """The data files of ``split``; with no split-named file at all, every file is training data."""
+    if split is None:
+        return rels
+    if split not in SPLIT_WORDS:
+        raise UsageError(f"split {split!r}: use one of {', '.join(SPLIT_WORDS)}")
+    named = {r: split_of(r) for r in rels}
+    if split == "train" and not any(named.values()):
+        return rels
+    return [r for r in rels if named[r] == split]
+
+
+def load_examples(
+    folder_or_file: Path, data_format: str, split: str | None = None
+) -> tuple[list[Conversation], SkipReport]:
+    """Every usable row of a data file, or of a folder's data files of ``split`` (in sorted path order;
+    see :func:`select_split`), as a conversation. Bad rows are skipped and counted by reason; no usable
+    row at all raises InvalidFile."""
     path = Path(folder_or_file)
     if data_format not in ALPACA_FORMATS:
         raise UsageError(
@@ -281,8 +316,15 @@ def load_examples(folder_or_file: Path, data_format: str) -> tuple[list[Conversa
         files = [(path, path.name)]
     else:
         rels = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
-        files = [(path / r, r) for r in rels if is_data_file(r) and not r.lower().endswith(".txt")]
-    report = SkipReport()
+        rels = [r for r in rels if is_data_file(r) and not r.lower().endswith(".txt")]
+        chosen = select_split(rels, split)
+        if rels and not chosen:
+            raise InvalidFile(
+                f"{path.name}: no {split} split among its data files ({', '.join(rels[:5])}); "
+                f"name a file {SPLIT_WORDS[split or 'train'][0]}.jsonl or point at the file itself"
+            )
+        files = [(path / r, r) for r in chosen]
+    report = SkipReport(files=[rel for _, rel in files])
     out: list[Conversation] = []
     for file, rel in files:
         for where, row in _rows(file, rel):

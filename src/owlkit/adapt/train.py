@@ -190,6 +190,8 @@ class TrainResult:
     data_report: dict = field(default_factory=dict)
     data_order_digest: str = ""
     """sha256 of the JSON example order: eval indices and each training epoch's order."""
+    initial_eval_loss: float | None = None
+    """Eval loss of the untrained model, when there is an eval split (the baseline for final_eval_loss)."""
     final_eval_loss: float | None = None
     tokens_per_s: float = 0.0
     num_threads: int = 1
@@ -448,7 +450,7 @@ def train(
 
     base_dir, out_dir, work_dir = Path(base_dir), Path(out_dir), Path(work_dir)
     # Validate the data before loading weights.
-    convs, report = load_examples(Path(data_path), data_format)
+    convs, report = load_examples(Path(data_path), data_format, split="train")
     model, tokenizer = _load(base_dir, params)
     template = None if params.template == "alpaca" else (params.template or tokenizer.chat_template)
     examples = encode_all(convs, tokenizer, template=template, max_len=params.seq_len, report=report)
@@ -485,10 +487,13 @@ def train(
         optimizer = torch.optim.AdamW(
             list(_trainable(model).values()), lr=params.lr, weight_decay=params.weight_decay
         )
-        step, tokens, log = 0, 0, []
+        step, tokens, log, initial_eval = 0, 0, [], None
         if resume and (ckpt := _last_checkpoint(work_dir)) is not None:
             meta = _load_checkpoint(ckpt, model, optimizer, params)
             step, tokens, log = meta["step"], meta["tokens"], meta["log"]
+            initial_eval = meta.get("initial_eval_loss")
+        elif eval_batches:
+            initial_eval = _eval_loss(model, eval_batches)
         batches = stream()
         for _ in range(step * params.grad_accum):  # the micro-batches already trained on
             next(batches)
@@ -525,7 +530,13 @@ def train(
                     }
                 )
             if params.save_every and step % params.save_every == 0:
-                state = {"step": step, "tokens": tokens_now, "log": log, "params": params.as_dict()}
+                state = {
+                    "step": step,
+                    "tokens": tokens_now,
+                    "log": log,
+                    "params": params.as_dict(),
+                    "initial_eval_loss": initial_eval,
+                }
                 _save_checkpoint(work_dir, model, optimizer, state)
         elapsed = max(time.perf_counter() - started, 1e-9)
         if _stop_after is None or step >= total:
@@ -537,6 +548,7 @@ def train(
         log=log,
         data_report=report.as_dict(),
         data_order_digest=digest,
+        initial_eval_loss=initial_eval,
         final_eval_loss=eval_loss,
         tokens_per_s=run_tokens / elapsed,
         num_threads=torch.get_num_threads(),

@@ -36,7 +36,7 @@ def demo_cmd(
     """Generate and store the demo task: reverse a list of 3 to 5 common English words.
 
     Input "apple, river, seven" -> output "seven | river | apple", as Alpaca rows (train.jsonl,
-    heldout.jsonl). No held-out input shares its set of words with any training input. The data is
+    test.jsonl). No held-out input shares its set of words with any training input. The data is
     CC0-1.0 and the generator and seed are its recipe, so the same options give the same digest.
 
     Example: owl data demo --seed 0

@@ -63,13 +63,14 @@ def _root(
 
 
 def _register() -> None:
-    from owlkit.cli import data_cmds, merge_cmds, model_cmds, store_cmds, tune_cmds
+    from owlkit.cli import data_cmds, eval_cmds, merge_cmds, model_cmds, store_cmds, tune_cmds
 
     store_cmds.register(app)
     model_cmds.register(app)
     tune_cmds.register(app)
     data_cmds.register(app)
     merge_cmds.register(app)
+    eval_cmds.register(app)
 
 
 # owl never downloads at run time (every model comes from the store), and our own progress and

@@ -85,6 +85,12 @@ def tune_cmd(
     eval_split: Annotated[
         float | None, typer.Option("--eval-split", help="Held-out share for eval loss.")
     ] = None,
+    eval_every: Annotated[
+        int | None, typer.Option("--eval-every", help="Eval loss every N steps (needs --eval-split).")
+    ] = None,
+    save_every: Annotated[
+        int | None, typer.Option("--save-every", help="Checkpoint every N steps, for --resume.")
+    ] = None,
     template: Annotated[
         str | None,
         typer.Option("--template", help="alpaca, or leave unset for the base's own chat template."),
@@ -109,7 +115,8 @@ def tune_cmd(
         "method": method, "r": r, "alpha": alpha, "dropout": dropout, "rslora": rslora, "lr": lr,
         "warmup": warmup, "schedule": schedule, "epochs": epochs, "steps": steps, "batch_size": batch_size,
         "grad_accum": grad_accum, "seq_len": seq_len, "packing": packing,
-        "grad_checkpointing": grad_checkpointing, "eval_split": eval_split, "template": template, "seed": seed,
+        "grad_checkpointing": grad_checkpointing, "eval_split": eval_split, "eval_every": eval_every,
+        "save_every": save_every, "template": template, "seed": seed,
         "targets": (targets if targets == "all-linear" else targets.split(",")) if targets else None,
     }  # fmt: skip
     params = TuneParams.from_yaml(config) if config else TuneParams()
@@ -126,8 +133,9 @@ def tune_cmd(
         return
     for note in training.get("notes", []):
         err_console.print(f"[yellow]note:[/yellow] {note}")
+    first, last = training.get("initial_eval_loss"), training.get("final_eval_loss")
+    evals = f", eval loss {first:.4f} -> {last:.4f}" if first is not None and last is not None else ""
     console.print(
         f"trained [bold]{rec.name}[/bold] {digest[:19]}: {training.get('steps')} steps, "
-        f"{training.get('tokens_per_s', 0):.0f} tokens/s, final eval loss {training.get('final_eval_loss')} "
-        f"in {time.perf_counter() - started:.0f}s"
+        f"{training.get('tokens_per_s', 0):.0f} tokens/s{evals}, in {time.perf_counter() - started:.0f}s"
     )

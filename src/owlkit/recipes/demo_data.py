@@ -2,7 +2,7 @@
 
 The task: the input is 3 to 5 common English words separated by ", "; the output is the same words in
 reverse order joined by " | " (``apple, river, seven`` -> ``seven | river | apple``). The result is an
-Alpaca-format dataset folder (``train.jsonl``, ``heldout.jsonl``, a README.md card and a CC0-1.0
+Alpaca-format dataset folder (``train.jsonl``, ``test.jsonl`` for the held-out rows, a README.md card and a CC0-1.0
 LICENSE), stored with the generator and its params as the recipe and no parents: nothing outside this
 module goes into it, so anyone may use it.
 
@@ -37,14 +37,14 @@ from owlkit.store.store import Store
 RECIPE = "demo-data"
 GENERATOR = "owlkit.recipes.demo_data"
 # Bump when the output for the same params changes (word list, wording, file layout).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEFAULT_NAME = "demo-data"
 LICENSE_ID = "CC0-1.0"
 INSTRUCTION = 'Reverse the order of these words. Answer with the words separated by " | ".'
 INPUT_SEP = ", "
 OUTPUT_SEP = " | "
 TRAIN_FILE = "train.jsonl"
-HELDOUT_FILE = "heldout.jsonl"
+HELDOUT_FILE = "test.jsonl"  # the test split, by the Hugging Face datasets naming
 MAX_ROWS = 1_000_000  # train + heldout; keeps a run to seconds and a folder to tens of MB
 MAX_WORDS_LIMIT = 20
 
@@ -89,7 +89,7 @@ class DemoDataParams:
     train: int = 1000
     """Training rows to write (train.jsonl)."""
     heldout: int = 200
-    """Held-out rows to write (heldout.jsonl); no held-out input shares its set of words with any other row."""
+    """Held-out rows to write (test.jsonl); no held-out input shares its set of words with any other row."""
     seed: int = 0
     """Seed of the numpy PCG64 generator: the same seed and params give byte-identical files."""
     min_words: int = 3

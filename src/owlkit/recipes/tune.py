@@ -109,6 +109,7 @@ def tune(
                     "log": result.log,
                     "data": result.data_report,
                     "data_order_digest": result.data_order_digest,
+                    "initial_eval_loss": result.initial_eval_loss,
                     "final_eval_loss": result.final_eval_loss,
                     "tokens_per_s": result.tokens_per_s,
                     "steps": result.steps,

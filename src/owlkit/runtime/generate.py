@@ -37,7 +37,7 @@ def chat_prompt(tokenizer: Any, prompt: str, system: str | None = None) -> str:
     return render_chat(template, messages, add_generation_prompt=True, **special)
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+def eos_ids(model: Any, tokenizer: Any) -> set[int]:
     ids: set[int] = set()
     for value in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
         if isinstance(value, int):
@@ -102,7 +102,7 @@ def stream_generate(
     if not prompt_ids:
         raise UsageError("the prompt is empty after tokenization; give some text")
 
-    eos = _eos_ids(model, tokenizer)
+    eos = eos_ids(model, tokenizer)
     limit = getattr(model.config, "max_position_embeddings", None)
     if isinstance(limit, int) and limit > 0:
         max_tokens = min(max_tokens, max(0, limit - len(prompt_ids)))
