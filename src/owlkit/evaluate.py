@@ -84,6 +84,52 @@ def prompt_ids(conv: Conversation, tokenizer: Any, template: str | None) -> list
     return enc.input_ids[:start]
 
 
+def _shared_prefix(prompts: list[list[int]]) -> int:
+    """Length of the token prefix all prompts share, leaving each at least one token of its own."""
+    n = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for k in range(max(n, 0)):
+        if any(p[k] != first[k] for p in prompts):
+            return k
+    return max(n, 0)
+
+
+def _generate(
+    model: Any, prompts: list[list[int]], pad: int, eos: list[int], max_tokens: int
+) -> list[list[int]]:
+    """Greedy continuations of a batch of prompts (lists of new token ids, EOS dropped).
+
+    Prompts of one task share a long prefix (system prompt, instruction), so it runs once: its KV cache
+    is computed for one row and repeated for the batch, and each row is ``prefix + padding + own
+    suffix`` with the padding masked out (positions come from the mask, so the suffix continues the
+    prefix's positions)."""
+    import torch
+
+    k = _shared_prefix(prompts)
+    width = max(len(p) for p in prompts) - k
+    ids = torch.tensor([p[:k] + [pad] * (width - len(p) + k) + p[k:] for p in prompts])
+    mask = torch.tensor([[1] * k + [0] * (width - len(p) + k) + [1] * (len(p) - k) for p in prompts])
+    extra: dict[str, Any] = {}
+    if k:
+        cache = model(input_ids=ids[:1, :k], use_cache=True).past_key_values
+        cache.batch_repeat_interleave(len(prompts))
+        extra["past_key_values"] = cache
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=max_tokens,
+        do_sample=False,
+        eos_token_id=eos or None,
+        pad_token_id=pad,
+        **extra,
+    )
+    rows = []
+    for row in out[:, ids.shape[1] :].tolist():
+        cut = next((j for j, t in enumerate(row) if t in eos), len(row))
+        rows.append(row[:cut])
+    return rows
+
+
 def exact_match(
     model: Any,
     tokenizer: Any,
@@ -117,19 +163,8 @@ def exact_match(
     with torch.inference_mode():
         for b in range(0, len(order), batch_size):
             idx = order[b : b + batch_size]
-            width = max(len(prompts[i]) for i in idx)
-            ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in idx])
-            mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in idx])
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=max_tokens,
-                do_sample=False,
-                eos_token_id=eos or None,
-                pad_token_id=pad,
-            )
-            for row, i in enumerate(idx):
-                new = out[row, width:].tolist()
+            batch = [prompts[i] for i in idx]
+            for i, new in zip(idx, _generate(model, batch, pad, eos, max_tokens), strict=True):
                 got[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
             done += len(idx)
             if progress is not None:

@@ -26,7 +26,7 @@ def eval_cmd(
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Evaluate the first N examples.")
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Prompts generated together.")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Prompts generated together.")] = 64,
     max_tokens: Annotated[
         int | None, typer.Option("--max-tokens", min=1, help="Answer length cap (default: from the data).")
     ] = None,
