@@ -264,12 +264,17 @@ def test_bad_params_name_the_flag(kw: dict, flag: str) -> None:
 
 
 @pytest.mark.realmodel
-def test_stories260k_lora_alpaca_loss_falls(data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["lora", "dora", "qlora", "full"])
+def test_stories260k_alpaca_loss_falls(method: str, data: Path, tmp_path: Path) -> None:
     stories = need(STORIES)
-    params = TuneParams(steps=5, lr=5e-3, batch_size=2, seq_len=128, template="alpaca")
+    if method == "qlora":
+        pytest.importorskip("bitsandbytes")
+    lr = 1e-3 if method == "full" else 5e-3
+    params = TuneParams(method=method, steps=5, lr=lr, batch_size=2, seq_len=128, template="alpaca")
     result = train(stories, data, "alpaca", params, tmp_path / "out", work_dir=tmp_path / "work")
-    assert result.log[-1]["loss"] < result.log[0]["loss"]
-    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+    assert result.log[-1]["loss"] < result.log[0]["loss"], [e["loss"] for e in result.log]
+    weights = "model.safetensors" if method == "full" else "adapter_model.safetensors"
+    assert (tmp_path / "out" / weights).is_file()
 
 
 @pytest.mark.parametrize("packing", [True, False])
