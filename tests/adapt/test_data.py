@@ -21,9 +21,9 @@ from owlkit.adapt.data import (
     encode_all,
     epoch_order,
     load_examples,
-    split_of,
     pack,
     pad_batch,
+    split_of,
 )
 from owlkit.errors import InvalidFile, UsageError
 from owltest import STORIES, build_tokenizer, need

@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 from owlkit.adapt.data import (
     IGNORE,
     Encoded,
-    PackedSeq,
     block_causal_mask,
     encode_all,
     epoch_order,
