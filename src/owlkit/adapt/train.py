@@ -44,6 +44,8 @@ from owlkit.adapt.data import (
     pack,
     pad_batch,
 )
+from owlkit.adapt.memory import bound_heap_retention
+from owlkit.adapt.nf4 import load_nf4_causal_lm
 from owlkit.errors import InvalidFile, UsageError, missing_extra
 
 if TYPE_CHECKING:
@@ -227,13 +229,8 @@ def _load(base_dir: Path, params: TuneParams) -> tuple[Any, Any]:
             from peft import prepare_model_for_kbit_training
         except ImportError:
             raise missing_extra("peft", "ml", "owl tune --method qlora") from None
-        model = AutoModelForCausalLM.from_pretrained(
-            base_dir,
-            trust_remote_code=False,
-            dtype=torch.float32,
-            quantization_config=_nf4_config(),
-            device_map="cpu",
-        )
+        # Streams the weights: each linear weight quantized as it is read (see nf4.py).
+        model = load_nf4_causal_lm(base_dir, compute_dtype=torch.float32)
         # Freezes every base weight and upcasts only fp16/bf16 ones (none here: the base loads in fp32),
         # so it changes no number; checkpointing only when asked (its default is on).
         model = prepare_model_for_kbit_training(
@@ -448,6 +445,7 @@ def train(
     import torch
 
     base_dir, out_dir, work_dir = Path(base_dir), Path(out_dir), Path(work_dir)
+    bound_heap_retention(params.method)  # qlora: freed tensors go back to the system (memory.py)
     # Validate the data before loading weights.
     convs, report = load_examples(Path(data_path), data_format, split="train")
     model, tokenizer = _load(base_dir, params)
