@@ -282,7 +282,7 @@ def _load(plan: _Plan, base_dir: Path, dtype: torch.dtype) -> Any:
                     new._is_hf_initialized = True
                     setattr(module, param, new)
                     del value, new
-                    # The fp32 buffer and quantization temporaries are free now; glibc would keep
+                    # A quantized weight's fp32 buffer and temporaries are free now; glibc would keep
                     # them in its heap (memory.py), so hand them back before the next tensor.
                     trim_heap()
 
