@@ -63,7 +63,7 @@ def _root(
 
 
 def _register() -> None:
-    from owlkit.cli import data_cmds, eval_cmds, merge_cmds, model_cmds, store_cmds, tune_cmds
+    from owlkit.cli import data_cmds, eval_cmds, merge_cmds, model_cmds, quantize_cmds, store_cmds, tune_cmds
 
     store_cmds.register(app)
     model_cmds.register(app)
@@ -71,6 +71,7 @@ def _register() -> None:
     data_cmds.register(app)
     merge_cmds.register(app)
     eval_cmds.register(app)
+    quantize_cmds.register(app)
 
 
 # owl never downloads at run time (every model comes from the store), and our own progress and

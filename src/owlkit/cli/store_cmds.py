@@ -162,6 +162,7 @@ def show_cmd(
         return
     _render_show(info)
     _render_training(rec)
+    _render_quality(rec)
 
 
 def _loss_series(rec: Record) -> dict[str, list[tuple[int, float]]]:
@@ -181,6 +182,17 @@ def _render_training(rec: Record) -> None:
         values = [v for _, v in points]
         console.print(
             f"{key:<10} {values[0]:.3f} {sparkline(values)} {values[-1]:.3f}  ({len(values)} points)"
+        )
+
+
+def _render_quality(rec: Record) -> None:
+    """The drift `owl quantize` measured, when this artifact is a quantized variant."""
+    quality = rec.side.get("quality")
+    if quality:
+        from owlkit.cli.quantize_cmds import drift_table
+
+        console.print(
+            drift_table([(rec.name, (rec.side.get("quantize") or {}).get("export") or {}, quality)])
         )
 
 
@@ -220,6 +232,9 @@ def show_info(store: Store, rec: Record) -> dict[str, Any]:
         "flags": rec.side.get("flags", []),
         "warnings": rec.side.get("warnings", []),
     }
+    for key in ("quality", "descends_from_quantized"):
+        if rec.side.get(key):
+            info[key] = rec.side[key]
     if m.kind == "model":
         info["base_identity"] = base_identity(store, rec).digest
     return info

@@ -77,7 +77,7 @@ def inspect_gguf(path: Path) -> Inspected:
     repo_id, revision, via = gguf_origin(g)
     template = g.metadata.get("tokenizer.chat_template")
     return Inspected(
-        kind="model",
+        kind="adapter" if g.metadata.get("general.type") == "adapter" else "model",
         format="gguf",
         root=path,
         files=[path.name],

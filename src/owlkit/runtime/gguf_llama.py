@@ -75,6 +75,28 @@ def hf_name(gguf_name: str, layers: int) -> str | None:
     return None
 
 
+_GGUF_TOP = {hf: g for g, hf in _TOP.items()}
+_GGUF_BLOCK = {hf: g for g, hf in _BLOCK.items()}
+_HF_LAYER_NAME = re.compile(r"model\.layers\.(\d+)\.([a-z_.]+)\.weight")
+
+
+def gguf_name(hf: str) -> str | None:
+    """The GGUF tensor name for an HF Llama parameter name (the inverse of :func:`hf_name`), or None."""
+    if hf in _GGUF_TOP:
+        return _GGUF_TOP[hf]
+    m = _HF_LAYER_NAME.fullmatch(hf)
+    if m and m[2] in _GGUF_BLOCK:
+        return f"blk.{int(m[1])}.{_GGUF_BLOCK[m[2]]}.weight"
+    return None
+
+
+def permute_qk(w: np.ndarray, heads: int) -> np.ndarray:
+    """HF's q/k row order to llama.cpp's (the inverse of :func:`_unpermute`): within each head, the
+    rotary pairs' first halves, then their second halves. Works on any array whose rows are q/k rows
+    (weights, and a LoRA's B matrix)."""
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
 def _positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
@@ -125,7 +147,7 @@ def llama_config_dict(gguf: GGUFFile) -> dict[str, Any]:
     return config
 
 
-def _expected_shapes(config: Any) -> dict[str, tuple[int, ...]]:
+def llama_shapes(config: Any) -> dict[str, tuple[int, ...]]:
     """HF name -> HF shape for every weight the Llama model holds (lm_head only when untied)."""
     hidden, ff, vocab = config.hidden_size, config.intermediate_size, config.vocab_size
     q_rows = config.num_attention_heads * config.head_dim
@@ -229,7 +251,7 @@ def write_llama_hf(
     if config.head_dim % 2:  # the rotary pairs that llama.cpp's q/k row order splits need an even width
         raise InvalidFile(f"{name}: attention head width {config.head_dim} is odd; the file is inconsistent")
     layers = config.num_hidden_layers
-    expected = _expected_shapes(config)
+    expected = llama_shapes(config)
     found = {hf_name(t.name, layers): t for t in gguf.tensors if t.name not in _DROPPED}
     missing = [n for n in expected if n not in found]
     if missing:
