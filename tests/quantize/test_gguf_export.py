@@ -300,3 +300,17 @@ def test_smollm2_q8_0_agrees_with_llama_cpp_q8_0(smollm, tmp_path: Path) -> None
         drift = measure_drift(ref, {"owlkit": a, "llama.cpp": b}, chunks)
     assert drift["owlkit"].kl_mean < 0.01
     assert abs(drift["owlkit"].top1 - drift["llama.cpp"].top1) <= 0.005
+
+
+@pytest.mark.realmodel
+def test_smollm2_gguf_chat_in_llama_cpp_stops_at_end_of_turn(smollm, tmp_path: Path) -> None:
+    """The exported chat template and end-of-turn id make llama.cpp's chat stop by itself."""
+    from owlkit.runtime.llamacpp import open_gguf, stream_llama
+
+    folder, _ = smollm
+    out = tmp_path / "q8.gguf"
+    export_gguf(folder, out, "q8_0")
+    llm = open_gguf(out, n_ctx=512)
+    pieces = list(stream_llama(llm, "What is the capital of France?", chat=True, max_tokens=200))
+    text = "".join(p for p, _ in pieces)
+    assert pieces[-1][1] == "stop" and "Paris" in text and "<|im_end|>" not in text

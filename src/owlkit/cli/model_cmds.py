@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from owlkit.cli.render import console, err_console, print_json
 from owlkit.store import open_store
+
+if TYPE_CHECKING:
+    from owlkit.store.store import Record, Store
 
 
 def register(app: typer.Typer) -> None:
@@ -62,6 +65,9 @@ def run_cmd(
     base: Annotated[
         str | None, typer.Option("--base", help="For an adapter: another model of the same base identity.")
     ] = None,
+    runtime: Annotated[
+        str, typer.Option("--runtime", help="torch (default) or llama.cpp (GGUF models, the gguf extra).")
+    ] = "torch",
 ) -> None:
     """Generate a completion on CPU, streaming it as it decodes.
 
@@ -75,11 +81,17 @@ def run_cmd(
         prompt = sys.stdin.read()
     if system and not chat:
         raise UsageError("--system needs --chat")
+    if runtime not in ("torch", "llama.cpp"):
+        raise UsageError(f"--runtime {runtime!r} is unknown: choose torch or llama.cpp")
     store = open_store(write=True)  # checkouts are written into the store
     rec = store.find(ref)
     base_rec = store.find(base) if base else None
     if chat and rec.manifest.kind == "model" and not rec.manifest.facts.get("chat_template_digest"):
         raise UsageError(f"{rec.name} has no chat template: drop --chat to send the prompt as plain text")
+    if runtime == "llama.cpp":
+        _run_llama(store, rec, prompt, chat=chat, system=system, max_tokens=max_tokens,
+                   temperature=temperature, top_p=top_p, seed=seed)  # fmt: skip
+        return
     t0 = time.perf_counter()
     with console.status(f"loading {rec.name}…"):
         model, tok, warnings = load_for_inference(store, rec, base=base_rec)
@@ -104,3 +116,27 @@ def run_cmd(
         n += 1
     sys.stdout.write("\n")
     err_console.print(f"[dim]load {load_s:.1f}s, {n} pieces in {time.perf_counter() - t1:.1f}s[/dim]")
+
+
+def _run_llama(store: Store, rec: Record, prompt: str, *, seed: int | None, **sampling: Any) -> None:
+    """`owl run --runtime llama.cpp`: the GGUF as llama.cpp runs it, its own template and end-of-turn."""
+    from owlkit.errors import Refused
+    from owlkit.runtime.llamacpp import open_gguf, stream_llama
+
+    if rec.manifest.format != "gguf" or rec.manifest.kind != "model":
+        raise Refused(
+            f"{rec.name} is a {rec.manifest.kind}/{rec.manifest.format}; --runtime llama.cpp runs GGUF models"
+        )
+    t0 = time.perf_counter()
+    with console.status(f"loading {rec.name} in llama.cpp…"):
+        llm = open_gguf(store.checkout(rec.digest) / rec.manifest.files[0].path, seed=seed)
+    load_s, t1, n, finish = time.perf_counter() - t0, time.perf_counter(), 0, None
+    for piece, reason in stream_llama(llm, prompt, **sampling):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+        n += bool(piece)
+        finish = reason or finish
+    sys.stdout.write("\n")
+    err_console.print(
+        f"[dim]llama.cpp: load {load_s:.1f}s, {n} pieces in {time.perf_counter() - t1:.1f}s, finish {finish}[/dim]"
+    )

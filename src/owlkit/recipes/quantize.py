@@ -232,9 +232,11 @@ def _llama_cpp(what: str) -> Any:
 
 
 def _has_llama_cpp() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("llama_cpp") is not None
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _measure(
