@@ -311,6 +311,8 @@ def test_smollm2_gguf_chat_in_llama_cpp_stops_at_end_of_turn(smollm, tmp_path: P
     out = tmp_path / "q8.gguf"
     export_gguf(folder, out, "q8_0")
     llm = open_gguf(out, n_ctx=512)
-    pieces = list(stream_llama(llm, "What is the capital of France?", chat=True, max_tokens=200))
+    pieces = list(
+        stream_llama(llm, "What is the capital of France? Answer in one sentence.", chat=True, max_tokens=200)
+    )
     text = "".join(p for p, _ in pieces)
     assert pieces[-1][1] == "stop" and "Paris" in text and "<|im_end|>" not in text
