@@ -69,7 +69,7 @@ def test_quantized_source_is_refused_unless_dequantized_first(owl, tiny_llama: P
     r = owl("quantize", "t4", "--to", "gguf-q8_0", "--from-dequantized", "--eval-tokens", "64", "--json")
     assert r.code == 0, r.err
     info = owl("show", r.json()[0]["digest"], "--json").json()
-    assert info["descends_from_quantized"] == "gguf:Q4_1"
+    assert info["descends_from_quantized"] == "t4:latest (gguf:Q4_1)"
     assert info["recipe"]["params"]["from_dequantized"] is True
 
 
@@ -111,3 +111,16 @@ def test_a_full_disk_leaves_the_store_intact(owl, owl_home: Path, tiny_llama: Pa
     assert len(errors) == 1 and "disk" in errors[0] and "Traceback" not in proc.stderr, proc.stderr
     assert names(owl) == before
     assert owl("verify", "tiny-llama").code == 0
+
+
+def test_k_quants_go_through_llama_cpps_quantizer(owl, tiny_llama: Path, monkeypatch) -> None:
+    assert owl("import", tiny_llama).code == 0
+    r = owl("quantize", "tiny-llama", "--to", "gguf-q4_k_m", "--no-eval", "--json")
+    assert r.code == 0, r.err
+    (o,) = r.json()
+    assert o["export"]["quantizer"] == "llama.cpp llama_model_quantize" and o["quality"] is None
+    info = owl("show", o["digest"], "--json").json()
+    assert info["facts"]["quantization"] == "gguf:Q4_K_M"
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as without the gguf extra
+    r = owl("quantize", "tiny-llama", "--to", "gguf-q6_k", "--no-eval")
+    assert r.code != 0 and "owlkit[gguf]" in r.err and len(r.err.strip().splitlines()) == 1

@@ -118,6 +118,9 @@ def quantize(
     if targets == ["gguf-lora"]:
         return [_adapter_to_gguf(store, src, out_names["gguf-lora"], say)]
 
+    for t in targets:
+        if t in LLAMA_CPP_GGUF:
+            _llama_cpp(f"quantizing to {t}")  # before minutes of work, not after
     started = time.time()
     quantized = src.manifest.facts.get("quantization")
     if quantized and not from_dequantized:
@@ -196,7 +199,7 @@ def _write_gguf(
             )
         o.export = report.to_dict()
         return o.path if o.target == "gguf-f32" else f32
-    llama_cpp = _llama_cpp("the K-quant GGUF targets (" + ", ".join(LLAMA_CPP_GGUF) + ")")
+    llama_cpp = _llama_cpp(f"quantizing to {o.target}")
     if f32 is None:
         f32 = scratch / "source-f32.gguf"
         with bar("gguf-f32 (for llama.cpp's quantizer)", total) as advance:
@@ -340,6 +343,29 @@ def _guard(outputs: list[Output], evaluation: EvalSettings) -> None:
             )
 
 
+def quantized_ancestor(store: Store, rec: Record) -> str | None:
+    """ "NAME (QUANTIZATION)" of the nearest quantized artifact ``rec`` is or descends from, else None:
+    the demo's merged model descends from a Q4_1 GGUF, and a record of its variants should say so."""
+    from owlkit.errors import NotFound
+
+    seen: set[str] = {rec.digest}
+    frontier = [rec]
+    while frontier:
+        parents = []
+        for r in frontier:
+            if r.manifest.facts.get("quantization"):
+                return f"{r.name} ({r.manifest.facts['quantization']})"
+            for p in r.manifest.parents:
+                if p.digest and p.digest not in seen:
+                    seen.add(p.digest)
+                    try:
+                        parents.append(store.get(p.digest))
+                    except NotFound:  # an unresolved or removed parent: lineage stops there
+                        continue
+        frontier = parents
+    return None
+
+
 def _store(store: Store, src: Record, o: Output, from_dequantized: bool, started: float) -> str:
     from owlkit.formats.detect import inspect_gguf
     from owlkit.formats.hf_folder import inspect_hf_folder
@@ -349,8 +375,7 @@ def _store(store: Store, src: Record, o: Output, from_dequantized: bool, started
     side = {
         "origin": derived_origin(src, "quantize"),
         "license": inherited_license(src, "quantized_from"),
-        "descends_from_quantized": src.manifest.facts.get("quantization")
-        or src.side.get("descends_from_quantized"),
+        "descends_from_quantized": quantized_ancestor(store, src),
         "quantize": {"export": o.export, "notes": o.notes},
         "quality": o.quality,
     }
