@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from owlkit.cli.render import byte_progress, console, err_console, print_json
+from owlkit.cli.render import byte_progress, console, count_progress, err_console, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -63,8 +63,10 @@ def quantize_cmd(
     store = open_store(write=True)
     evaluation = EvalSettings(eval_tokens, eval_text, not no_eval, max_ppl_increase)
 
-    def bar(description: str, total: int) -> Any:
-        return byte_progress(description, total, enabled=not as_json)
+    def bar(description: str, total: int, unit: str) -> Any:
+        if unit == "bytes":
+            return byte_progress(description, total, enabled=not as_json)
+        return count_progress(description, total, enabled=not as_json)
 
     def say(message: str) -> None:
         if not as_json:

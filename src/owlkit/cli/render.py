@@ -55,20 +55,32 @@ def byte_progress(description: str, total: int, *, enabled: bool = True) -> Iter
     if not enabled or total < 16 * 1024 * 1024:  # small jobs finish before a bar is useful
         yield None
         return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
+    from rich.progress import DownloadColumn, TransferSpeedColumn
+
+    with _bar(description, total, DownloadColumn(), TransferSpeedColumn()) as advance:
+        yield advance
+
+
+@contextmanager
+def count_progress(description: str, total: int, *, enabled: bool = True) -> Iterator[Any]:
+    """A progress bar over ``total`` steps with ETA; yields the ``advance(n)`` callback."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import MofNCompleteColumn
+
+    with _bar(description, total, MofNCompleteColumn()) as advance:
+        yield advance
+
+
+@contextmanager
+def _bar(description: str, total: int, *columns: Any) -> Iterator[Any]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
+        *columns,
         TimeRemainingColumn(),
         console=err_console,
         transient=True,

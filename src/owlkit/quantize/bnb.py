@@ -59,7 +59,7 @@ def export_bnb(
     MissingDependency without bitsandbytes. On failure nothing is left in ``out_dir``.
     """
     from owlkit.formats.hf_folder import read_json
-    from owlkit.runtime.convert import _scrub
+    from owlkit.runtime.convert import _scrub, discard_output
 
     say = progress or (lambda _message: None)
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
@@ -88,11 +88,7 @@ def export_bnb(
         _scrub(out_dir)
         return read_json(out_dir, "config.json")["quantization_config"]
     except BaseException:
-        if created:  # never leave half a model behind
-            shutil.rmtree(out_dir, ignore_errors=True)
-        elif out_dir.is_dir():  # an empty folder we were given stays, emptied again
-            for child in out_dir.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        discard_output(out_dir, created)
         raise
 
 

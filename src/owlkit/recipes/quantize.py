@@ -38,7 +38,8 @@ TARGETS = (*NUMPY_GGUF, *LLAMA_CPP_GGUF, *BNB, *ADAPTER_TARGETS)
 DEFAULT_EVAL_TOKENS = 8192
 EVAL_CHUNK = 512
 
-Bar = Callable[[str, int], AbstractContextManager[Callable[[int], None] | None]]
+# bar(description, total, unit) -> a context yielding advance(n) or None; unit is "bytes" or "windows".
+Bar = Callable[[str, int, str], AbstractContextManager[Callable[[int], None] | None]]
 
 
 @dataclass
@@ -74,7 +75,7 @@ class Output:
     digest: str = ""
 
 
-def _no_bar(_description: str, _total: int) -> AbstractContextManager[None]:
+def _no_bar(_description: str, _total: int, _unit: str) -> AbstractContextManager[None]:
     from contextlib import nullcontext
 
     return nullcontext()
@@ -147,7 +148,7 @@ def quantize(
                 o.path = o.path.with_suffix(".gguf")
                 f32_gguf = _write_gguf(folder, o, src, bar, f32_gguf, scratch.dir)
         if evaluation.enabled:
-            _measure(folder, outputs, evaluation, f32_gguf, scratch.dir, stack, say)
+            _measure(folder, outputs, evaluation, f32_gguf, scratch.dir, stack, say, bar)
         _guard(outputs, evaluation)
         for o in outputs:
             o.digest = _store(store, src, o, from_dequantized, started)
@@ -193,7 +194,7 @@ def _write_gguf(
     meta = _gguf_metadata(src)
     total = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
     if o.target in NUMPY_GGUF:
-        with bar(f"{o.target}", total) as advance:
+        with bar(f"{o.target}", total, "bytes") as advance:
             report = export_gguf(
                 folder, o.path, o.target.removeprefix("gguf-"), metadata=meta, advance=advance
             )
@@ -202,7 +203,7 @@ def _write_gguf(
     llama_cpp = _llama_cpp(f"quantizing to {o.target}")
     if f32 is None:
         f32 = scratch / "source-f32.gguf"
-        with bar("gguf-f32 (for llama.cpp's quantizer)", total) as advance:
+        with bar("gguf-f32 (for llama.cpp's quantizer)", total, "bytes") as advance:
             export_gguf(folder, f32, "f32", metadata=meta, advance=advance)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = LLAMA_CPP_GGUF[o.target]
@@ -250,6 +251,7 @@ def _measure(
     scratch: Path,
     stack: ExitStack,
     say: Callable[[str], None],
+    bar: Bar,
 ) -> None:
     """Score every output against the source, one group per runtime, the source scored once per group."""
     from owlkit.quantize.drift import (
@@ -259,6 +261,7 @@ def _measure(
         eval_chunks,
         measure_drift,
         read_eval_text,
+        runtime_family,
         tokenize_eval_text,
     )
 
@@ -297,7 +300,9 @@ def _measure(
         say(
             f"scoring {len(targets)} variant(s) against the source on {sum(map(len, chunks))} tokens ({source.runtime})"
         )
-        drift = measure_drift(source, {o.target: s for o, s in targets}, chunks)
+        with bar(f"scoring ({runtime_family(source.runtime)})", len(chunks), "windows") as advance:
+            progress = (lambda done, _total: advance(1)) if advance else None
+            drift = measure_drift(source, {o.target: s for o, s in targets}, chunks, progress)
         for o, _ in targets:
             o.quality = {
                 **drift[o.target].to_dict(),

@@ -108,12 +108,17 @@ def gguf_to_hf(
         load_gguf_tokenizer(gguf_path).save_pretrained(str(out_dir))
         _scrub(out_dir)
     except BaseException:
-        if created:  # never leave half a model behind
-            shutil.rmtree(out_dir, ignore_errors=True)
-        elif out_dir.is_dir():  # an empty folder we were given stays, emptied again
-            for child in out_dir.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        discard_output(out_dir, created)
         raise
+
+
+def discard_output(out_dir: Path, created: bool) -> None:
+    """Never leave half a model behind: remove a folder we created, or empty one we were given."""
+    if created:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    elif out_dir.is_dir():
+        for child in out_dir.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
 def _convert(
