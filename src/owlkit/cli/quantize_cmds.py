@@ -122,7 +122,7 @@ def drift_table(rows: list[tuple[str, dict[str, Any], dict[str, Any] | None]]) -
             f"{bpw:.2f}" if bpw else "-",
             f"{q['ppl_source']:.3f}" if q else "-",
             f"{q['ppl']:.3f}" if q else "-",
-            f"{q['kl_mean']:.5f}" if q else "-",
+            (f"{q['kl_mean']:.5f}" if q["kl_mean"] >= 1e-4 else f"{q['kl_mean']:.1e}") if q else "-",
             f"{100 * q['top1']:.2f}%" if q else "-",
             q.get("runtime", "not measured"),
         )
