@@ -59,7 +59,8 @@ def owl(*args: str, env: dict[str, str]) -> str:
     proc = subprocess.run(cmd, env=env, text=True, capture_output=True)
     sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr)
-    if proc.returncode != 0:
+    verdict_codes = (10, 11, 12) if args[0] == "terms" else ()  # a verdict, not a failure
+    if proc.returncode != 0 and proc.returncode not in verdict_codes:
         sys.exit(f"error: `owl {' '.join(args)}` failed with exit code {proc.returncode}")
     return proc.stdout
 
@@ -121,6 +122,41 @@ def quantize(stage: Callable[..., str]) -> float:
     return secs
 
 
+NC_CARD = """---
+license: cc-by-nc-4.0
+---
+# nc-sample
+Three instruction examples under CC BY-NC 4.0, to ask owlkit before training on them.
+"""
+
+
+def terms(stage: Callable[..., str]) -> None:
+    """The terms stage: the commercial-use verdict of the merged model with its chain and obligations, and
+    the same question asked before training it on a small CC BY-NC 4.0 dataset."""
+    import json
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="owl-demo-nc-"))
+    try:
+        rows = [{"instruction": "Reverse the words.", "input": "a, b", "output": "b | a"}] * 3
+        (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        (folder / "README.md").write_text(NC_CARD, encoding="utf-8")
+        stage(
+            "terms",
+            ("terms", "demo-merged", "--use", "commercial"),
+            ("import", str(folder), "--name", "nc-sample"),
+            ("terms", "demo-merged", "--use", "commercial", "--if-trained-on", "nc-sample"),
+            result=lambda out: (
+                "commercial: "
+                + " / ".join(
+                    re.findall(r"for commercial: (allowed with obligations|allowed|forbidden|unknown)", out)
+                )
+            ),
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="scripts/demo", description=__doc__)
     ap.add_argument("--home", type=Path, default=Path(".owl-demo"), help="store for the demo (emptied first)")
@@ -134,11 +170,11 @@ def main(argv: list[str] | None = None) -> None:
     stages: list[Stage] = []
 
     def stage(name: str, *cmds: tuple[str, ...], result: str | Callable[[str], str] = "") -> str:
-        """Run the commands; ``result`` is the summary text, or makes it from the last one's output."""
+        """Run the commands; ``result`` is the summary text, or makes it from their output."""
         t = time.perf_counter()
         out = ""
         for c in cmds:
-            out = owl(*c, env=env)
+            out += owl(*c, env=env)
         secs = time.perf_counter() - t
         print(f"[stage {name}: {secs:.1f}s]", flush=True)
         stages.append(Stage(name, secs, result(out) if callable(result) else result))
@@ -158,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     adapt(stage)
     adapt_secs = sum(s.seconds for s in stages[first_adapt:])
     quantize_secs = quantize(stage)
+    terms(stage)
     elapsed = time.perf_counter() - total
 
     from rich.console import Console

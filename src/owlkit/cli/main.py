@@ -62,8 +62,27 @@ def _root(
         os.environ["OWL_HOME"] = str(home)
 
 
+_registered = False
+
+
 def _register() -> None:
-    from owlkit.cli import data_cmds, eval_cmds, merge_cmds, model_cmds, quantize_cmds, store_cmds, tune_cmds
+    """Add every command group once per process (tests call main() thousands of times in one process;
+    registering again each call made every later call slower)."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    from owlkit.cli import (
+        data_cmds,
+        eval_cmds,
+        merge_cmds,
+        model_cmds,
+        openness_cmds,
+        quantize_cmds,
+        store_cmds,
+        terms_cmds,
+        tune_cmds,
+    )
 
     store_cmds.register(app)
     model_cmds.register(app)
@@ -72,6 +91,8 @@ def _register() -> None:
     merge_cmds.register(app)
     eval_cmds.register(app)
     quantize_cmds.register(app)
+    openness_cmds.register(app)
+    terms_cmds.register(app)
 
 
 # owl never downloads at run time (every model comes from the store), and our own progress and
@@ -94,7 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        # Outside standalone mode, click returns a typer.Exit's code instead of raising it (`owl terms`
+        # exits 10 / 11 / 12 for its verdicts).
+        code = app(args=argv, standalone_mode=False)
     except OwlError as e:
         _fail(e, e.exit_code)
     except KeyboardInterrupt:
@@ -118,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         if _debug:
             raise
         _fail(e, 1, internal=True)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _click_exception() -> type[Exception]:
