@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -71,8 +72,8 @@ def build_tokenizer(folder: Path, vocab_size: int = 96) -> None:
     fast.save_pretrained(folder)
 
 
-def build_tiny_llama(folder: Path, *, seed: int = 0, vocab_size: int = 96, hidden: int = 32) -> Path:
-    """A tiny random LlamaForCausalLM (about 40K parameters) with a real tokenizer, as an HF folder."""
+def tiny_llama_model(*, seed: int = 0, vocab_size: int = 96, hidden: int = 32, positions: int = 128) -> Any:
+    """A tiny random LlamaForCausalLM (about 40K parameters at the defaults), in memory."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -84,12 +85,17 @@ def build_tiny_llama(folder: Path, *, seed: int = 0, vocab_size: int = 96, hidde
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=128,
+        max_position_embeddings=positions,
         bos_token_id=0,
         eos_token_id=1,
         tie_word_embeddings=False,
     )
-    LlamaForCausalLM(config).save_pretrained(folder)
+    return LlamaForCausalLM(config).eval()
+
+
+def build_tiny_llama(folder: Path, *, seed: int = 0, vocab_size: int = 96, hidden: int = 32) -> Path:
+    """A tiny random LlamaForCausalLM with a real tokenizer, as an HF folder."""
+    tiny_llama_model(seed=seed, vocab_size=vocab_size, hidden=hidden).save_pretrained(folder)
     build_tokenizer(folder, vocab_size)
     (folder / "README.md").write_text(
         "---\nlicense: apache-2.0\n---\n# tiny-llama\nA tiny random Llama for tests.\n"

@@ -21,26 +21,13 @@ from owlkit.quantize.drift import (
     measure_drift,
     read_eval_text,
 )
-from owltest import SMOLLM_GGUF, need
+from owltest import SMOLLM_GGUF, need, tiny_llama_model
 
 VOCAB = 256
 
 
 def tiny_llama(seed: int = 0):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    return LlamaForCausalLM(config).eval()
+    return tiny_llama_model(seed=seed, vocab_size=VOCAB, positions=256)
 
 
 def perturbed(model, scale: float = 0.05, seed: int = 1):
