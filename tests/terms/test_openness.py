@@ -295,6 +295,11 @@ def test_tuned_adapter_finds_datasets_data_card_and_code_through_lineage(
 
     assert owl("openness", "tiny-instructions").code == 5  # a dataset has no MOF components
 
+    # merged into its base, the weights still come from that data: the edge is found through merged_from
+    assert owl("merge", "tiny-llama", "t-lora", "--name", "t-merged").code == 0
+    merged = _by_name(owl("openness", "t-merged", "--json").json())
+    assert merged["Datasets"]["matched"] == "lineage" and merged["Datasets"]["license"] == "CC-BY-4.0"
+
 
 def test_attach_validates_and_never_changes_the_digest(owl, tiny_llama: Path, tmp_path: Path) -> None:
     folder = _weights_only(tiny_llama, tmp_path / "bare")

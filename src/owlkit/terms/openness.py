@@ -566,16 +566,34 @@ def _gather(store: Store, rec: Record) -> _Context:
                 body = parse_card(fh.read(MAX_CARD_BYTES).decode("utf-8", errors="replace"))[1]
         except FileNotFoundError:
             body = ""  # a missing blob is `owl verify`'s to report; the card metadata still counts
+    from owlkit.terms.propagate import WEIGHT_EDGES
+
     parents: dict[str, list[Record]] = {}
     unresolved: dict[str, list[str]] = {}
-    for edge in store.edges_of(rec.digest)[0]:
-        if edge.parent is None:
-            unresolved.setdefault(edge.relation, []).append(edge.parent_ref or "?")
-            continue
-        try:
-            parents.setdefault(edge.relation, []).append(store.get(edge.parent))
-        except NotFound:
-            unresolved.setdefault(edge.relation, []).append(edge.parent)
+    # A merge, quantization or conversion was trained on what its weights were trained on: data edges
+    # are followed up through weight-derivative edges (as `owl terms` does).
+    todo, seen = [rec.digest], {rec.digest}
+    while todo:
+        node = todo.pop()
+        for edge in store.edges_of(node)[0]:
+            if node != rec.digest and edge.relation not in ("trained_on", "evaluated_on", *WEIGHT_EDGES):
+                continue
+            if edge.parent is None:
+                unresolved.setdefault(edge.relation, []).append(edge.parent_ref or "?")
+                continue
+            try:
+                parent = store.get(edge.parent)
+            except NotFound:
+                unresolved.setdefault(edge.relation, []).append(edge.parent)
+                continue
+            if edge.relation in WEIGHT_EDGES:
+                if parent.digest not in seen:
+                    seen.add(parent.digest)
+                    todo.append(parent.digest)
+                if node != rec.digest:
+                    continue  # only the artifact's own weight parents are listed as its parents
+            if parent not in parents.setdefault(edge.relation, []):
+                parents[edge.relation].append(parent)
     return _Context(
         rec=rec,
         files=files,
