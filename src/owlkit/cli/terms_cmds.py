@@ -173,6 +173,8 @@ def terms_cmd(
             }
         )
     else:
+        if not use:  # the profile: every license that binds the artifact, then every use's verdict
+            _render_sources(lineage_sources(store, rec) + extra)
         _render_verdicts(rec.name, verdicts, if_trained_on)
     if use:
         raise typer.Exit(verdicts[0].exit_code)
@@ -184,6 +186,27 @@ _COLOURS = {
     "forbidden": "red",
     "unknown": "magenta",
 }
+
+
+def _render_sources(sources: list[Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from owlkit.errors import NotFound
+    from owlkit.terms.kb import find_license
+
+    table = Table(title="licenses that bind it", header_style="bold")
+    for col in ("artifact", "via", "license", "family", "commercial use"):
+        table.add_column(col)
+    for s in sources:
+        try:
+            lic = find_license(s.license)
+            family, commercial = lic.family, _commercial(lic)
+        except NotFound:
+            family, commercial = "-", "-"  # an expression or a license outside the knowledge base
+        via = s.via if not s.path else f"{s.via} ({' > '.join(s.path)})"
+        table.add_row(escape(s.artifact), escape(via), escape(s.license), family, commercial)
+    console.print(table)
 
 
 def _render_verdicts(name: str, verdicts: list[Any], if_trained_on: str | None) -> None:

@@ -88,8 +88,8 @@ def lineage_sources(store: Store, rec: Record) -> list[Source]:
     # An adapter or quantization that declares nothing simply carries its parents' terms; only an
     # artifact with nothing to inherit is "unknown" for want of its own license.
     if own == "unknown" and any(s.via == "weights" for s in inherited):
-        return inherited
-    return [Source(rec.name, rec.digest, own, "self"), *inherited]
+        return _dedupe(inherited)
+    return _dedupe([Source(rec.name, rec.digest, own, "self"), *inherited])
 
 
 def _walk(store: Store, digest: str, via: str, path: list[str], seen: set[str], out: list[Source]) -> None:
