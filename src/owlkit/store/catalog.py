@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -95,8 +97,8 @@ def _sqlite_pragmas(engine: Engine, *, immediate: bool) -> None:
         cur.execute("PRAGMA busy_timeout = 60000")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.execute("PRAGMA synchronous = FULL")  # a committed catalog row survives power loss
-        if immediate:
-            cur.execute("PRAGMA journal_mode = WAL")  # readers never block writers (persists in the file)
+        if immediate:  # readers never block writers (persists in the file)
+            _retry_busy(lambda: cur.execute("PRAGMA journal_mode = WAL"))
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -104,6 +106,20 @@ def _sqlite_pragmas(engine: Engine, *, immediate: bool) -> None:
         # Writers take the write lock up front: a deferred transaction that later upgrades to a write
         # fails at once with SQLITE_BUSY under WAL instead of waiting for the busy timeout.
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _retry_busy(run: Any, seconds: float = 60.0) -> Any:
+    """SQLite answers some lock conflicts with SQLITE_BUSY at once instead of calling its busy handler
+    (to avoid deadlocks, e.g. while another process turns a brand-new catalog into WAL mode); two
+    processes creating one store at the same moment met it once. Retry those for ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return run()
+        except sqlite3.OperationalError as e:
+            if ("locked" not in str(e) and "busy" not in str(e)) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def make_engine(url: str, *, write: bool) -> Engine:
