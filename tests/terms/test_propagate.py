@@ -98,7 +98,8 @@ def test_gguf_of_llama3_keeps_naming_and_attribution(owl, tiny_llama, tmp_path) 
     code, out = terms(owl, "l3-q8", "--use", "redistribute-weights")
     assert code == OBLIGATIONS
     duties = " | ".join(out["verdicts"][0]["obligations"])
-    assert "Llama 3" in duties and "Meta Llama 3 is licensed under" in duties
+    assert 'begin derived model names with "Llama 3"' in duties and "Meta Llama 3 is licensed under" in duties
+    assert 'display "Built with Meta Llama 3"' in duties  # §1.b.i.B
     inherited = [s for s in out["sources"] if s["path"] == ["quantized_from"]]
     assert [(s["artifact"], s["license"]) for s in inherited] == [("l3:latest", "LicenseRef-llama3")]
     assert (

@@ -54,7 +54,8 @@ CLAUSES: dict[str, tuple[tuple[str, ...], dict[str, tuple[type, ...]]]] = {
     "derivatives": (_PERMISSION, {}),
     "share_alike": (_YES_NO, {}),
     "attribution": (_YES_NO, {"notice_text": _OPT_STR, "notice_file": (bool,)}),
-    "naming": (("none", "prefix", "built-with", "unknown"), {"text": _OPT_STR}),
+    # text: the required name prefix (or "Built with" line); display_text: a line products must also show
+    "naming": (("none", "prefix", "built-with", "unknown"), {"text": _OPT_STR, "display_text": _OPT_STR}),
     "use_restrictions": (_YES_NO, {"pass_down": (bool,), "policy_url": _OPT_STR}),
     "outputs_training": (("allowed", "forbidden", "conditional", "unknown"), {}),
     "redistribution": (_PERMISSION, {}),
@@ -87,6 +88,7 @@ class Clause:
     text: str | None = None
     pass_down: bool | None = None
     policy_url: str | None = None
+    display_text: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The clause in the YAML schema's shape (what ``owl licenses ID --json`` prints)."""

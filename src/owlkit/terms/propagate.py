@@ -262,6 +262,8 @@ def _duties(lic: Any, use: str, src: Source) -> list[str]:
         text = _extra(naming, "text")
         what = "begin derived model names with" if naming.value == "prefix" else "display"
         out.append(f'{lic.id}: {what} "{text}"' if text else f"{lic.id}: naming duty ({naming.value})")
+        if _extra(naming, "display_text"):
+            out.append(f'{lic.id}: products built with it display "{_extra(naming, "display_text")}"')
     share = _clause(lic, "share_alike")
     if share is not None and share.value == "yes":
         out.append(f"{lic.id}: release derivatives under the same license")
