@@ -124,27 +124,74 @@ def read_config(hf_dir: Path) -> dict[str, Any]:
     return config
 
 
-def _llama_config(hf_dir: Path, raw: dict[str, Any]) -> Any:
-    from transformers import LlamaConfig
+@dataclass(frozen=True)
+class LlamaShape:
+    """The config.json values the export needs, read without transformers (whose import, torch included,
+    would cost about 300 MiB of the export's memory). Defaults are LlamaConfig's."""
 
-    try:
-        config = LlamaConfig.from_dict({k: v for k, v in raw.items() if k != "architectures"})
-    except (ValueError, TypeError, KeyError) as e:
-        raise InvalidFile(f"{hf_dir.name}/config.json: not a valid Llama config ({e})") from None
-    rope = config.rope_parameters or {}
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    max_position_embeddings: int
+    rms_norm_eps: float
+    tie_word_embeddings: bool
+    rope_parameters: dict[str, Any]
+
+
+def _rope(raw: dict[str, Any]) -> dict[str, Any]:
+    """transformers 5's ``rope_parameters``, or the same built from the older rope_theta / rope_scaling."""
+    if isinstance(raw.get("rope_parameters"), dict):
+        return dict(raw["rope_parameters"])
+    scaling = raw.get("rope_scaling") if isinstance(raw.get("rope_scaling"), dict) else {}
+    rope = {**scaling, "rope_theta": raw.get("rope_theta", 10000.0)}
+    rope["rope_type"] = scaling.get("rope_type") or scaling.get("type") or "default"
+    return rope
+
+
+def _llama_config(hf_dir: Path, raw: dict[str, Any]) -> LlamaShape:
+    def positive(key: str, default: int | None) -> int:
+        value = raw.get(key, default) if raw.get(key) is not None else default
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidFile(f"{hf_dir.name}/config.json: {key} is {value!r}, not a positive integer")
+        return value
+
+    heads = positive("num_attention_heads", 32)
+    hidden = positive("hidden_size", 4096)
+    eps = raw.get("rms_norm_eps", 1e-6)
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps <= 0:
+        raise InvalidFile(f"{hf_dir.name}/config.json: rms_norm_eps is {eps!r}, not a positive number")
+    config = LlamaShape(
+        vocab_size=positive("vocab_size", 32000),
+        hidden_size=hidden,
+        intermediate_size=positive("intermediate_size", 11008),
+        num_hidden_layers=positive("num_hidden_layers", 32),
+        num_attention_heads=heads,
+        num_key_value_heads=positive("num_key_value_heads", heads),
+        head_dim=positive("head_dim", hidden // heads),
+        max_position_embeddings=positive("max_position_embeddings", 2048),
+        rms_norm_eps=float(eps),
+        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+        rope_parameters=_rope(raw),
+    )
+    rope = config.rope_parameters
     if rope.get("rope_type", "default") not in ("default", "linear"):
         raise Refused(
             f"{hf_dir.name}: rope scaling {rope.get('rope_type')!r} is not exported yet (default and linear "
             "are); use llama.cpp's convert_hf_to_gguf.py for this model"
         )
-    if config.head_dim % 2:
+    if config.head_dim % 2 or config.num_attention_heads % config.num_key_value_heads:
         raise InvalidFile(
-            f"{hf_dir.name}: attention head width {config.head_dim} is odd; config.json is wrong"
+            f"{hf_dir.name}/config.json: head width {config.head_dim} or head counts "
+            f"{config.num_attention_heads}/{config.num_key_value_heads} are inconsistent"
         )
     return config
 
 
-def _sources(hf_dir: Path, config: Any) -> list[_Source]:
+def _sources(hf_dir: Path, config: LlamaShape) -> list[_Source]:
     """Every weight the GGUF needs, located in the (validated) safetensors files, in write order."""
     from owlkit.formats.safetensors import read_safetensors_header
 
@@ -213,7 +260,7 @@ def _convert(fd: int, src: _Source, ggml_type: Any, heads: int | None) -> np.nda
     return out.reshape(-1) if len(src.shape) == 1 else out
 
 
-def _heads(src: _Source, config: Any) -> int | None:
+def _heads(src: _Source, config: LlamaShape) -> int | None:
     if src.hf.endswith(".self_attn.q_proj.weight"):
         return config.num_attention_heads
     if src.hf.endswith(".self_attn.k_proj.weight"):
@@ -221,7 +268,7 @@ def _heads(src: _Source, config: Any) -> int | None:
     return None
 
 
-def _add_model_keys(writer: Any, config: Any, raw: dict[str, Any], qtype: str) -> None:
+def _add_model_keys(writer: Any, config: LlamaShape, qtype: str) -> None:
     import gguf
 
     writer.add_type(gguf.GGUFType.MODEL)
@@ -291,7 +338,7 @@ def export_gguf(
     writer = gguf.GGUFWriter(partial, "llama")
     try:
         _add_metadata(writer, metadata or {})
-        _add_model_keys(writer, config, raw, qtype)
+        _add_model_keys(writer, config, qtype)
         tokenizer, notes = add_vocabulary(writer, hf_dir, config.vocab_size)
         for s, t in plan:
             # GGUF (like ggml) lists dimensions fastest-first; GGUFWriter takes numpy order and reverses it.
