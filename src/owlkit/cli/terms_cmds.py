@@ -204,8 +204,7 @@ def _render_sources(sources: list[Any]) -> None:
             family, commercial = lic.family, _commercial(lic)
         except NotFound:
             family, commercial = "-", "-"  # an expression or a license outside the knowledge base
-        via = s.via if not s.path else f"{s.via} ({' > '.join(s.path)})"
-        table.add_row(escape(s.artifact), escape(via), escape(s.license), family, commercial)
+        table.add_row(escape(s.artifact), escape(s.route), escape(s.license), family, commercial)
     console.print(table)
 
 

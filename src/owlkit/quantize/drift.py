@@ -21,14 +21,13 @@ only between models scored by the same runtime, and the runtime is stored with t
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from owlkit.errors import FileSystemError, InvalidFile, NotFound, Refused, UsageError, missing_extra
+from owlkit.errors import FileSystemError, InvalidFile, NotFound, Refused, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -133,28 +132,14 @@ class LlamaCppScorer:
     """A GGUF file run by llama.cpp (llama-cpp-python), all logits of a window kept (``logits_all``)."""
 
     def __init__(self, gguf_path: Path | str, n_ctx: int = DEFAULT_CHUNK) -> None:
-        try:
-            import llama_cpp
-        except ImportError:
-            raise missing_extra("llama-cpp-python", "gguf", "scoring a GGUF with llama.cpp") from None
-        path = Path(gguf_path)
-        if not path.is_file():
-            raise NotFound(f"{path}: no such GGUF file")
-        self.path = path
+        from owlkit.runtime.llamacpp import import_llama_cpp, open_gguf
+
+        llama_cpp = import_llama_cpp("scoring a GGUF with llama.cpp")
+        self.path = Path(gguf_path)
         self.n_ctx = n_ctx
         self.runtime = f"llama.cpp (llama-cpp-python {llama_cpp.__version__})"
-        try:
-            self._llm: Any = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_batch=n_ctx,  # one decode call per window
-                logits_all=True,
-                n_threads=os.cpu_count() or 2,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError) as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise InvalidFile(f"{path.name}: llama.cpp cannot load it ({first})") from None
+        # one decode call per window, every position's logits kept
+        self._llm: Any = open_gguf(self.path, n_ctx=n_ctx, n_batch=n_ctx, logits_all=True)
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids of ``text`` with the GGUF's own vocabulary, no BOS or special tokens added."""

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -294,7 +295,32 @@ def _add_model_keys(writer: Any, config: LlamaShape, qtype: str) -> None:
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 
-def _add_metadata(writer: Any, metadata: Mapping[str, Any]) -> None:
+@contextmanager
+def atomic_gguf(out_path: Path, what: str) -> Iterator[Any]:
+    """A GGUFWriter on ``out_path.partial``: on success the file is closed, synced and renamed over
+    ``out_path``; on any failure it is removed, and an OSError (a full disk) becomes FileSystemError."""
+    import gguf
+
+    partial = out_path.with_name(out_path.name + ".partial")
+    writer = gguf.GGUFWriter(partial, "llama")  # general.architecture: owlkit writes Llama-shaped files
+    try:
+        yield writer
+        writer.close()
+        with open(partial, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(partial, out_path)
+    except BaseException as e:
+        writer.close()
+        partial.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, OwlError):  # Refused is a PermissionError
+            raise FileSystemError(
+                f"{out_path.name}: writing the {what} failed ({e.strerror or e}); free disk space"
+            ) from None
+        raise
+
+
+def add_metadata(writer: Any, metadata: Mapping[str, Any]) -> None:
+    """String, int and bool keys (general.name, general.license, lineage) added to a GGUFWriter."""
     for key, value in metadata.items():
         if isinstance(value, bool):
             writer.add_bool(key, value)
@@ -322,7 +348,6 @@ def export_gguf(
     or tensor type this exporter does not write; FileSystemError when the disk fills. Nothing is left at
     ``out_path`` on failure (the file is written beside it and renamed at the end).
     """
-    import gguf
 
     hf_dir, out_path = Path(hf_dir), Path(out_path)
     if qtype not in GGUF_TYPES:
@@ -334,10 +359,8 @@ def export_gguf(
     sources = _sources(hf_dir, config)
     plan = [(s, tensor_type(s.shape, qtype)) for s in sources]
 
-    partial = out_path.with_name(out_path.name + ".partial")
-    writer = gguf.GGUFWriter(partial, "llama")
-    try:
-        _add_metadata(writer, metadata or {})
+    with atomic_gguf(out_path, "GGUF") as writer:
+        add_metadata(writer, metadata or {})
         _add_model_keys(writer, config, qtype)
         tokenizer, notes = add_vocabulary(writer, hf_dir, config.vocab_size)
         for s, t in plan:
@@ -356,24 +379,6 @@ def export_gguf(
         finally:
             for fd in fds.values():
                 os.close(fd)
-        writer.close()
-        with open(partial, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(partial, out_path)
-    except OwlError:
-        writer.close()
-        partial.unlink(missing_ok=True)
-        raise
-    except OSError as e:  # the disk filled, or the folder went away
-        writer.close()
-        partial.unlink(missing_ok=True)
-        raise FileSystemError(
-            f"{out_path.name}: writing the GGUF failed ({e.strerror or e}); free disk space"
-        ) from None
-    except BaseException:
-        writer.close()
-        partial.unlink(missing_ok=True)
-        raise
 
     types: dict[str, int] = {}
     for _, t in plan:

@@ -21,7 +21,6 @@ shapes are not the base's. Tensors are read with owlkit's validating safetensors
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from owlkit.errors import FileSystemError, InvalidFile, NotFound, OwlError, Refused, UsageError
+from owlkit.errors import InvalidFile, NotFound, Refused, UsageError
 from owlkit.runtime.gguf_llama import gguf_name, llama_shapes, permute_qk
 
 CONFIG = "adapter_config.json"
@@ -146,12 +145,10 @@ def _write(
     """The GGUF written beside ``out_path``, synced, then renamed over it; removed on any failure."""
     import gguf
 
-    from owlkit.quantize.gguf_export import _add_metadata
+    from owlkit.quantize.gguf_export import add_metadata, atomic_gguf
 
-    partial = out_path.with_name(out_path.name + ".partial")
-    writer = gguf.GGUFWriter(partial, "llama")  # writes general.architecture, as the base's
-    try:
-        _add_metadata(writer, metadata)
+    with atomic_gguf(out_path, "GGUF LoRA") as writer:
+        add_metadata(writer, metadata)
         writer.add_type(gguf.GGUFType.ADAPTER)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
         writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
@@ -161,18 +158,6 @@ def _write(
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
-        writer.close()
-        with open(partial, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(partial, out_path)
-    except BaseException as e:
-        writer.close()
-        partial.unlink(missing_ok=True)
-        if isinstance(e, OSError) and not isinstance(e, OwlError):
-            raise FileSystemError(
-                f"{out_path.name}: writing the GGUF LoRA failed ({e.strerror or e}); free disk space"
-            ) from None
-        raise
 
 
 def _adapter_config(adapter_dir: Path) -> dict[str, Any]:

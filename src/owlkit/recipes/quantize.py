@@ -15,7 +15,6 @@ float32 first, and the record says what it came from). A source that descends fr
 from __future__ import annotations
 
 import ctypes
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
@@ -23,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from owlkit.errors import Refused, UsageError, missing_extra
+from owlkit.errors import Refused, UsageError
+from owlkit.quantize.drift import DEFAULT_CHUNK, DEFAULT_EVAL_TOKENS
 from owlkit.recipes import derived_origin, inherited_license, make_recipe, store_output
+from owlkit.runtime.llamacpp import has_llama_cpp, import_llama_cpp
 from owlkit.store.manifest import Parent
 from owlkit.store.names import default_name, parse_name
 from owlkit.store.store import Record, Store
@@ -35,8 +36,6 @@ LLAMA_CPP_GGUF = {"gguf-q4_k_m": 15, "gguf-q5_k_m": 17, "gguf-q6_k": 18}
 BNB = ("bnb-nf4", "bnb-int8")
 ADAPTER_TARGETS = ("gguf-lora",)
 TARGETS = (*NUMPY_GGUF, *LLAMA_CPP_GGUF, *BNB, *ADAPTER_TARGETS)
-DEFAULT_EVAL_TOKENS = 8192
-EVAL_CHUNK = 512
 
 # bar(description, total, unit) -> a context yielding advance(n) or None; unit is "bytes" or "windows".
 Bar = Callable[[str, int, str], AbstractContextManager[Callable[[int], None] | None]]
@@ -121,7 +120,7 @@ def quantize(
 
     for t in targets:
         if t in LLAMA_CPP_GGUF:
-            _llama_cpp(f"quantizing to {t}")  # before minutes of work, not after
+            import_llama_cpp(f"quantizing to {t}")  # before minutes of work, not after
     started = time.time()
     quantized = src.manifest.facts.get("quantization")
     if quantized and not from_dequantized:
@@ -200,7 +199,7 @@ def _write_gguf(
             )
         o.export = report.to_dict()
         return o.path if o.target == "gguf-f32" else f32
-    llama_cpp = _llama_cpp(f"quantizing to {o.target}")
+    llama_cpp = import_llama_cpp(f"quantizing to {o.target}")
     if f32 is None:
         f32 = scratch / "source-f32.gguf"
         with bar("gguf-f32 (for llama.cpp's quantizer)", total, "bytes") as advance:
@@ -227,22 +226,6 @@ def _write_gguf(
     return f32
 
 
-def _llama_cpp(what: str) -> Any:
-    try:
-        import llama_cpp
-    except ImportError:
-        raise missing_extra("llama_cpp", "gguf", what) from None
-    return llama_cpp
-
-
-def _has_llama_cpp() -> bool:
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _measure(
     folder: Path,
     outputs: list[Output],
@@ -267,12 +250,12 @@ def _measure(
 
     tokenizer = _tokenizer(folder)
     text = read_eval_text(evaluation.text) if evaluation.text else default_eval_text()
-    chunks = eval_chunks(tokenize_eval_text(tokenizer, text), EVAL_CHUNK, evaluation.tokens)
+    chunks = eval_chunks(tokenize_eval_text(tokenizer, text), DEFAULT_CHUNK, evaluation.tokens)
     text_name = evaluation.text.name if evaluation.text else "owlkit default (public domain)"
     gguf_outs = [o for o in outputs if o.path.suffix == ".gguf"]
     torch_outs = [o for o in outputs if o not in gguf_outs]
     groups: list[tuple[Any, list[tuple[Output, Any]]]] = []
-    if gguf_outs and _has_llama_cpp():
+    if gguf_outs and has_llama_cpp():
         if f32 is None:
             from owlkit.quantize.gguf_export import export_gguf
 
@@ -327,10 +310,9 @@ def _tokenizer(folder: Path) -> Any:
 
 
 def _load_torch(folder: Path) -> Any:
-    from transformers import AutoModelForCausalLM
+    from owlkit.runtime.load import load_causal_lm
 
-    model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
-    return model.eval()
+    return load_causal_lm(folder)[0]
 
 
 def _guard(outputs: list[Output], evaluation: EvalSettings) -> None:
@@ -425,10 +407,6 @@ def _adapter_to_gguf(store: Store, adapter: Record, name: str, say: Callable[[st
         o.export = {"base": base.digest, "file_bytes": o.path.stat().st_size}
         o.digest = _store(store, adapter, o, False, started)
     return o
-
-
-def cleanup(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def iter_targets(values: list[str]) -> Iterator[str]:

@@ -12,22 +12,41 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from owlkit.errors import InvalidFile, missing_extra
+from owlkit.errors import InvalidFile, MissingDependency, NotFound, missing_extra
 
 
-def open_gguf(path: Path, *, n_ctx: int = 2048, seed: int | None = None) -> Any:
-    """``llama_cpp.Llama`` for ``path``; MissingDependency naming the extra, InvalidFile if it won't load."""
+def import_llama_cpp(what: str) -> Any:
+    """The ``llama_cpp`` module, or MissingDependency naming the gguf extra and ``what`` needed it."""
     try:
         import llama_cpp
     except ImportError:
-        raise missing_extra("llama_cpp", "gguf", "running a GGUF in llama.cpp") from None
-    kwargs: dict[str, Any] = {"n_ctx": n_ctx, "n_threads": os.cpu_count() or 2, "verbose": False}
+        raise missing_extra("llama_cpp", "gguf", what) from None
+    return llama_cpp
+
+
+def has_llama_cpp() -> bool:
+    try:
+        import_llama_cpp("")
+    except MissingDependency:
+        return False
+    return True
+
+
+def open_gguf(path: Path, *, n_ctx: int = 2048, seed: int | None = None, **options: Any) -> Any:
+    """``llama_cpp.Llama`` for ``path`` (``options`` go to it, e.g. ``logits_all``); MissingDependency
+    naming the extra, NotFound for a missing file, InvalidFile when llama.cpp will not load it."""
+    llama_cpp = import_llama_cpp("running a GGUF in llama.cpp")
+    path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"{path}: no such GGUF file")
+    kwargs: dict[str, Any] = {"n_ctx": n_ctx, "n_threads": os.cpu_count() or 2, "verbose": False, **options}
     if seed is not None:
         kwargs["seed"] = seed
     try:
         return llama_cpp.Llama(model_path=str(path), **kwargs)
-    except ValueError as e:
-        raise InvalidFile(f"{path.name}: llama.cpp cannot load it ({e})") from None
+    except (ValueError, RuntimeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InvalidFile(f"{path.name}: llama.cpp cannot load it ({first})") from None
 
 
 def stream_llama(

@@ -35,14 +35,13 @@ The four layers (weights, code, data, governance) are owlkit's summary grouping,
 from __future__ import annotations
 
 import fnmatch
-import functools
 import re
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from owlkit.errors import NotFound, OwlError, Refused, UsageError
+from owlkit.errors import NotFound, Refused, UsageError
 from owlkit.store.store import Record, Store
 
 CLASSES = ("III", "II", "I")  # from least to most open: each includes the ones before it
@@ -62,8 +61,7 @@ def _ids(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-# OSI-approved SPDX ids (the SPDX list's isOsiApproved flag), used when the license knowledge base is
-# absent or does not know an id.
+# OSI-approved SPDX ids (the SPDX list's isOsiApproved flag); the knowledge base covers the rest.
 OSI_APPROVED = _ids("""
     0BSD AAL AFL-1.1 AFL-1.2 AFL-2.0 AFL-2.1 AFL-3.0 AGPL-3.0 AGPL-3.0-only AGPL-3.0-or-later APL-1.0
     APSL-1.0 APSL-1.1 APSL-1.2 APSL-2.0 Apache-1.1 Apache-2.0 Artistic-1.0 Artistic-1.0-Perl
@@ -107,36 +105,20 @@ FITTING = {
 }
 
 
-@functools.cache
-def _kb_find() -> Any:
-    """The license knowledge base's lookup, or None where this owlkit has none (a failed import is
-    not cached by Python, so remember it here)."""
-    try:
-        from owlkit.terms.kb import find_license  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None
-    return find_license
+def _kb_osi(license_id: str) -> bool:
+    """The license knowledge base's OSI flag (False for an id it does not know)."""
+    from owlkit.terms.kb import find_license
 
-
-def _kb_osi(license_id: str) -> bool | None:
-    """The knowledge base's OSI flag, when the knowledge base exists and knows the id."""
-    find_license = _kb_find()
-    if find_license is None:
-        return None
     try:
-        found = find_license(license_id)
-    except (OwlError, LookupError, ValueError):
-        return None
-    flag = getattr(found, "osi_approved", None)
-    return flag if isinstance(flag, bool) else None
+        return find_license(license_id).osi_approved
+    except NotFound:
+        return False
 
 
 def _symbol_osi(key: str) -> bool:
-    # The built-in list answers for the common ids; the knowledge base (YAML, read once per process)
-    # is consulted only for ids the list does not hold.
-    if key in OSI_APPROVED:
-        return True
-    return bool(_kb_osi(key))
+    # The SPDX list answers for SPDX ids; the knowledge base (YAML, read once per process) is consulted
+    # only for ids the list does not hold (LicenseRef-…, aliases).
+    return key in OSI_APPROVED or _kb_osi(key)
 
 
 def _symbol_open_data(key: str) -> bool:

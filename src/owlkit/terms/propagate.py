@@ -17,10 +17,13 @@ Nothing here rewrites a stored manifest: terms are re-derived from the catalog o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from owlkit.errors import Corrupt
 from owlkit.store.store import Record, Store
+
+if TYPE_CHECKING:
+    from owlkit.terms.kb import Clause, License
 
 WEIGHT_EDGES = frozenset({"adapter_of", "finetune_of", "merged_from", "quantized_from", "converted_from"})
 DATA_EDGES = frozenset({"trained_on"})
@@ -44,6 +47,11 @@ class Source:
     license: str  # the declared id or expression ("unknown" when none was found)
     via: str  # "self", "weights", "data" or "outputs"
     path: list[str] = field(default_factory=list)  # relations from the artifact up to the declarer
+
+    @property
+    def route(self) -> str:
+        """How it reaches the artifact, e.g. "data (merged_from > trained_on)"."""
+        return f"{self.via} ({' > '.join(self.path)})" if self.path else self.via
 
 
 @dataclass
@@ -145,27 +153,18 @@ def _alternatives(expression: str) -> list[list[str]] | None:
     return [[str(s) for s in dnf.symbols]]
 
 
-def _clause(lic: Any, name: str) -> Any:
-    return lic.clauses.get(name)
-
-
-def _extra(clause: Any, key: str) -> Any:
-    if clause is None:
-        return None
-    value = getattr(clause, key, None)
-    return value if value is not None else (getattr(clause, "extra", None) or {}).get(key)
-
-
-def _cite(clause: Any) -> str | None:
+def _cite(clause: Clause | None) -> str | None:
     if clause is None or not clause.source_url:
         return None
     return f"{clause.source_url} {clause.source_section or ''}".strip()
 
 
-def _step(src: Source, lic_id: str, clause_name: str | None, clause: Any, status: str, reason: str) -> Step:
+def _step(
+    src: Source, lic_id: str, clause_name: str | None, clause: Clause | None, status: str, reason: str
+) -> Step:
     return Step(
         artifact=src.artifact,
-        via=src.via if not src.path else f"{src.via} ({' > '.join(src.path)})",
+        via=src.route,
         license=lic_id,
         clause=clause_name,
         value=str(clause.value) if clause is not None else None,
@@ -187,12 +186,12 @@ _USE_CLAUSE = {
 }
 
 
-def _judge_license(src: Source, lic: Any, use: str, monthly_users: int | None) -> tuple[Step, list[str]]:
+def _judge_license(src: Source, lic: License, use: str, monthly_users: int | None) -> tuple[Step, list[str]]:
     """One license's answer for ``use`` as it reaches the artifact through ``src``, and its duties."""
     duties: list[str] = []
     if src.via == "outputs":  # a teacher's terms bind what its outputs may train, nothing else
-        c = _clause(lic, "outputs_training")
-        status = _VALUE_STATUS.get(str(c.value), UNKNOWN) if c else UNKNOWN
+        c = lic.clauses["outputs_training"]
+        status = _VALUE_STATUS.get(c.value, UNKNOWN)
         if use != "train-other-model" and status == FORBIDDEN:
             duties.append(
                 f"{lic.id}: models trained on these outputs must not compete with its provider ({src.artifact})"
@@ -203,31 +202,31 @@ def _judge_license(src: Source, lic: Any, use: str, monthly_users: int | None) -
             src, lic.id, "outputs_training", c, status, "the teacher's terms on training with its outputs"
         ), duties
     if use == "research":
-        c = _clause(lic, "commercial_use")
-        status = UNKNOWN if c is None or (c.value == "unknown" and lic.family == "unknown") else ALLOWED
+        c = lic.clauses["commercial_use"]
+        status = ALLOWED
         step = _step(
             src, lic.id, "commercial_use", c, status, "research use is granted by every license known here"
         )
     else:
         name = _USE_CLAUSE[use]
-        c = _clause(lic, name)
-        status = _VALUE_STATUS.get(str(c.value), UNKNOWN) if c is not None else UNKNOWN
-        reason = f"{name.replace('_', ' ')}: {c.value if c is not None else 'not recorded'}"
+        c = lic.clauses[name]
+        status = _VALUE_STATUS.get(c.value, UNKNOWN)
+        reason = f"{name.replace('_', ' ')}: {c.value}"
         if use == "internal" and lic.family == "research-only":
             status, reason = FORBIDDEN, "research-only terms exclude in-company use"
-        threshold = _extra(c, "mau_threshold")
+        threshold = c.mau_threshold
         if use == "commercial" and status == OBLIGATIONS and threshold:
-            if monthly_users is not None and monthly_users > int(threshold):
+            if monthly_users is not None and monthly_users > threshold:
                 status = FORBIDDEN
-                reason = (f"above {int(threshold):,} monthly active users a separate license from the licensor is "
+                reason = (f"above {threshold:,} monthly active users a separate license from the licensor is "
                           f"needed ({monthly_users:,} given)")  # fmt: skip
             else:
                 duties.append(
-                    f"{lic.id}: stay at or below {int(threshold):,} monthly active users, or request a license"
+                    f"{lic.id}: stay at or below {threshold:,} monthly active users, or request a license"
                 )
                 status = ALLOWED if monthly_users is not None else OBLIGATIONS
-        elif status == OBLIGATIONS and _extra(c, "note"):
-            duties.append(f"{lic.id}: {_extra(c, 'note')}")
+        elif status == OBLIGATIONS and c.note:
+            duties.append(f"{lic.id}: {c.note}")
         if src.via == "data" and status == FORBIDDEN and use != "train-other-model":
             reason += (
                 " (trained on this data: the conservative reading carries the data's terms to the model)"
@@ -238,34 +237,34 @@ def _judge_license(src: Source, lic: Any, use: str, monthly_users: int | None) -
     return step, duties
 
 
-def _duties(lic: Any, use: str, src: Source) -> list[str]:
+def _duties(lic: License, use: str, src: Source) -> list[str]:
     """What a license asks of someone who uses (or, for distributing uses, passes on) what it covers."""
     out = []
-    restrict = _clause(lic, "use_restrictions")
-    if restrict is not None and restrict.value == "yes":
-        policy = _extra(restrict, "policy_url")
+    restrict = lic.clauses["use_restrictions"]
+    if restrict.value == "yes":
+        policy = restrict.policy_url
         out.append(f"{lic.id}: comply with its use restrictions" + (f" ({policy})" if policy else ""))
-        if use in DISTRIBUTING and _extra(restrict, "pass_down"):
+        if use in DISTRIBUTING and restrict.pass_down:
             out.append(
                 f"{lic.id}: pass the use restrictions down as an enforceable provision to every recipient"
             )
     if use not in DISTRIBUTING:
         return out
-    attr = _clause(lic, "attribution")
-    if attr is not None and attr.value == "yes":
-        text = _extra(attr, "notice_text")
+    attr = lic.clauses["attribution"]
+    if attr.value == "yes":
+        text = attr.notice_text
         out.append(f"{lic.id}: attribution" + (f': include "{text}"' if text else " and license notices"))
-        if _extra(attr, "notice_file"):
+        if attr.notice_file:
             out.append(f"{lic.id}: ship a copy of the license (and any NOTICE file) with the weights")
-    naming = _clause(lic, "naming")
-    if naming is not None and naming.value in ("prefix", "built-with") and src.via != "data":
-        text = _extra(naming, "text")
+    naming = lic.clauses["naming"]
+    if naming.value in ("prefix", "built-with") and src.via != "data":
+        text = naming.text
         what = "begin derived model names with" if naming.value == "prefix" else "display"
         out.append(f'{lic.id}: {what} "{text}"' if text else f"{lic.id}: naming duty ({naming.value})")
-        if _extra(naming, "display_text"):
-            out.append(f'{lic.id}: products built with it display "{_extra(naming, "display_text")}"')
-    share = _clause(lic, "share_alike")
-    if share is not None and share.value == "yes":
+        if naming.display_text:
+            out.append(f'{lic.id}: products built with it display "{naming.display_text}"')
+    share = lic.clauses["share_alike"]
+    if share.value == "yes":
         out.append(f"{lic.id}: release derivatives under the same license")
     return out
 
