@@ -78,6 +78,8 @@ def test_drift_guard_and_bad_targets_store_nothing(owl, tiny_llama: Path) -> Non
     before = names(owl)
     r = owl("quantize", "tiny-llama", "--to", "gguf-q4_0", "--eval-tokens", "128", "--max-ppl-increase", "0")
     assert r.code != 0 and "perplexity rose" in r.err and "nothing was stored" in r.err
+    r = owl("quantize", "tiny-llama", "--to", "gguf-q8_0", "--eval-text", "/no/such/text.txt")
+    assert r.code == 3 and "no such evaluation text file" in r.err  # checked before any export
     r = owl("quantize", "tiny-llama", "--to", "gguf-q3_x")
     assert r.code != 0 and "gguf-q8_0" in r.err and len(r.err.strip().splitlines()) == 1
     assert names(owl) == before

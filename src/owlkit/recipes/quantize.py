@@ -132,6 +132,7 @@ def quantize(
         raise Refused(
             f"{src.name} is {src.manifest.format}; owl quantize reads Hugging Face folders and GGUF files"
         )
+    text = _eval_text(evaluation) if evaluation.enabled else ""  # a bad --eval-text fails before the work
     with store.session() as scratch, ExitStack() as stack:
         folder = _source_folder(store, src, scratch.dir, say)
         outputs = [Output(t, scratch.dir / "out" / t, out_names[t]) for t in targets]
@@ -147,7 +148,7 @@ def quantize(
                 o.path = o.path.with_suffix(".gguf")
                 f32_gguf = _write_gguf(folder, o, src, bar, f32_gguf, scratch.dir)
         if evaluation.enabled:
-            _measure(folder, outputs, evaluation, f32_gguf, scratch.dir, stack, say, bar)
+            _measure(folder, outputs, evaluation, text, f32_gguf, scratch.dir, stack, say, bar)
         _guard(outputs, evaluation)
         for o in outputs:
             o.digest = _store(store, src, o, from_dequantized, started)
@@ -230,6 +231,7 @@ def _measure(
     folder: Path,
     outputs: list[Output],
     evaluation: EvalSettings,
+    text: str,
     f32: Path | None,
     scratch: Path,
     stack: ExitStack,
@@ -240,16 +242,13 @@ def _measure(
     from owlkit.quantize.drift import (
         LlamaCppScorer,
         TorchScorer,
-        default_eval_text,
         eval_chunks,
         measure_drift,
-        read_eval_text,
         runtime_family,
         tokenize_eval_text,
     )
 
     tokenizer = _tokenizer(folder)
-    text = read_eval_text(evaluation.text) if evaluation.text else default_eval_text()
     chunks = eval_chunks(tokenize_eval_text(tokenizer, text), DEFAULT_CHUNK, evaluation.tokens)
     text_name = evaluation.text.name if evaluation.text else "owlkit default (public domain)"
     gguf_outs = [o for o in outputs if o.path.suffix == ".gguf"]
@@ -293,6 +292,12 @@ def _measure(
                 "size_bytes": _size(o.path),
                 "bits_per_weight": o.export.get("bits_per_weight"),
             }
+
+
+def _eval_text(evaluation: EvalSettings) -> str:
+    from owlkit.quantize.drift import default_eval_text, read_eval_text
+
+    return read_eval_text(evaluation.text) if evaluation.text else default_eval_text()
 
 
 def _size(path: Path) -> int:
