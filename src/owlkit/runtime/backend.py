@@ -1,0 +1,243 @@
+"""One interface for every inference backend: `owl run`, `owl chat` and `owl serve` all go through it.
+
+A backend holds one base model in memory plus any number of adapters that share it, and generates
+token ids for :class:`Request` objects. It knows nothing of HTTP or text streaming: callers encode the
+prompt with :meth:`Backend.encode`, submit a request, and receive :class:`Event` objects on the
+request's ``sink`` (from the backend's worker thread) until one carries a ``finish`` reason. Text is
+rebuilt from ids by :class:`TextStream`, the same way for every backend.
+
+Backends are found through the ``owlkit.backends`` entry-point group, so a new one (vLLM on a GPU
+machine, say) is one module with a :class:`Backend` subclass plus one line in its package's
+``pyproject.toml``::
+
+    [project.entry-points."owlkit.backends"]
+    vllm = "owlkit_vllm:VLLMBackend"
+
+The two built-in backends are registered the same way in owlkit's own ``pyproject.toml``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+from owlkit.errors import OwlError, Refused, UsageError
+
+if TYPE_CHECKING:
+    from owlkit.store.store import Record, Store
+
+ENTRY_POINT_GROUP = "owlkit.backends"
+# Used only when owlkit runs from a source tree whose package metadata is not installed.
+_BUILTIN = {
+    "torch": "owlkit.runtime.torch_backend:TorchBackend",
+    "gguf": "owlkit.runtime.gguf_backend:GGUFBackend",
+}
+
+
+class QueueFull(OwlError):
+    """The backend's bounded queue is full: the server answers 429, the caller retries later."""
+
+    exit_code = 5
+
+
+@dataclass
+class Sampling:
+    """How to pick tokens. temperature 0 is greedy; ``seed`` makes sampling repeatable."""
+
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    logprobs: int | None = None  # None: no logprobs; k >= 0: each chosen token's logprob + top k
+    echo_logprobs: bool = False  # also the prompt tokens' logprobs (the first one is None)
+
+    def check(self) -> None:
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 0:
+            raise UsageError(f"max_tokens must be a whole number >= 0, not {self.max_tokens!r}")
+        if not self.temperature >= 0:
+            raise UsageError(f"temperature must be >= 0 (0 is greedy), not {self.temperature!r}")
+        if not 0 < self.top_p <= 1:
+            raise UsageError(f"top_p must be in (0, 1], not {self.top_p!r}")
+        if self.logprobs is not None and not 0 <= self.logprobs <= 20:
+            raise UsageError(f"logprobs must be between 0 and 20, not {self.logprobs!r}")
+
+
+@dataclass
+class TokenLogprob:
+    """A token's log-probability under the model, and the ``top`` most likely (id, logprob) there."""
+
+    token: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class Event:
+    """What a backend reports for a request: new tokens, and on the last event a finish reason.
+
+    finish is "stop" (an end-of-sequence token, not included in ``tokens``), "length" (max_tokens or
+    the context is full), "abort" (the request was cancelled) or "error" (``error`` says why)."""
+
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # one per token when asked for
+    prompt_logprobs: list[TokenLogprob | None] | None = None  # first event only, with echo_logprobs
+    finish: str | None = None
+    error: OwlError | None = None
+
+
+@dataclass
+class Request:
+    """One sequence to generate. ``adapter`` is an adapter name the backend holds, or None for the base."""
+
+    prompt: list[int]
+    sampling: Sampling
+    sink: Callable[[Event], None]
+    adapter: str | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        """Ask the backend to drop this request; it frees the slot at its next step."""
+        self.cancelled.set()
+
+
+@dataclass
+class BackendOptions:
+    max_batch: int = 8  # sequences decoded together (1 for backends that cannot batch)
+    max_queue: int = 64  # requests waiting beyond the running batch; past it, QueueFull
+    n_ctx: int | None = None  # context length to allocate (gguf); None: the model's own, capped
+    threads: int | None = None
+
+
+class Backend(ABC):
+    """A base model and its adapters in one process. Methods other than :meth:`submit` are called
+    from one thread at a time (the server serialises them); :meth:`submit` may be called from any."""
+
+    name: str = ""
+
+    def __init__(self, store: Store, base: Record, options: BackendOptions) -> None:
+        self.store, self.base, self.options = store, base, options
+
+    @property
+    @abstractmethod
+    def context_length(self) -> int:
+        """Most tokens (prompt + output) one sequence may hold."""
+
+    @abstractmethod
+    def encode(self, text: str, *, special: bool) -> list[int]:
+        """Token ids of ``text``; ``special`` adds the tokenizer's BOS/EOS as it usually would."""
+
+    @abstractmethod
+    def decode(self, ids: list[int]) -> str:
+        """Text of ``ids``, special tokens left out."""
+
+    @abstractmethod
+    def token_text(self, token: int) -> str:
+        """One token as text, as logprobs report it (byte tokens stay e.g. ``<0x0A>``)."""
+
+    @abstractmethod
+    def chat_template(self, adapter: str | None) -> tuple[str | None, dict[str, str]]:
+        """The chat template to render messages with (an adapter's own wins) and the special tokens
+        (bos_token, eos_token, …) it may use."""
+
+    @abstractmethod
+    def add_adapter(self, name: str, rec: Record) -> None:
+        """Load a stored adapter under ``name``, sharing the base's weights; Refused if it does not apply."""
+
+    @abstractmethod
+    def remove_adapter(self, name: str) -> None:
+        """Drop an adapter; requests already running with it finish first."""
+
+    @abstractmethod
+    def submit(self, request: Request) -> None:
+        """Queue a request; QueueFull when the queue is full, UsageError when it cannot run here."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop the worker; requests still queued finish with "abort"."""
+
+    def adapters(self) -> list[str]:
+        return []
+
+
+def backend_names() -> list[str]:
+    return sorted({*_BUILTIN, *(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))})
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The Backend subclass registered as ``name``."""
+    import importlib
+
+    found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    if name in found:
+        cls = found[name].load()
+    elif name in _BUILTIN:
+        module, attr = _BUILTIN[name].split(":")
+        cls = getattr(importlib.import_module(module), attr)
+    else:
+        raise UsageError(f"--backend {name!r} is unknown: choose one of {', '.join(backend_names())}")
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise Refused(f"backend {name!r} ({cls!r}) is not an owlkit Backend subclass: fix its entry point")
+    return cls
+
+
+def open_backend(store: Store, base: Record, name: str = "torch", **options: Any) -> Backend:
+    return backend_class(name)(store, base, BackendOptions(**options))
+
+
+class TextStream:
+    """Text of a growing list of token ids, yielded as new suffixes.
+
+    Decoding each token alone would lose the leading space SentencePiece strips from the first token of
+    a text and split multi-byte characters, so the ids are decoded behind a few tokens of context and
+    a suffix ending in U+FFFD (half a character) is held back until it completes."""
+
+    CONTEXT = 4
+
+    def __init__(self, decode: Callable[[list[int]], str], context: list[int]) -> None:
+        self._decode = decode
+        self._context = context[-self.CONTEXT :]
+        self._prefix = decode(self._context)
+        self.ids: list[int] = []
+        self.text = ""  # everything released so far
+
+    def _full(self) -> str:
+        full = self._decode(self._context + self.ids)
+        return full[len(self._prefix) :] if full.startswith(self._prefix) else self._decode(self.ids)
+
+    def push(self, ids: list[int]) -> str:
+        """Add tokens; return the newly complete text (maybe empty)."""
+        self.ids += ids
+        new = self._full()
+        if new.endswith("\ufffd") or len(new) <= len(self.text):
+            return ""
+        piece, self.text = new[len(self.text) :], new
+        return piece
+
+    def flush(self) -> str:
+        new = self._full()
+        piece, self.text = new[len(self.text) :], max(new, self.text, key=len)
+        return piece
+
+
+def generate(backend: Backend, request_prompt: list[int], sampling: Sampling, *, adapter: str | None = None,
+             timeout: float | None = None) -> Iterator[Event]:  # fmt: skip
+    """Run one request synchronously (``owl run``, ``owl chat``): events until the finishing one.
+    Closing the iterator early cancels the request."""
+    events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+    req = Request(list(request_prompt), sampling, events.put, adapter=adapter)
+    backend.submit(req)
+    try:
+        while True:
+            ev = events.get(timeout=timeout)
+            if ev.error is not None:
+                raise ev.error
+            yield ev
+            if ev.finish is not None:
+                return
+    finally:
+        req.cancel()
