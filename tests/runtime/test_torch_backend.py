@@ -86,6 +86,32 @@ def test_batched_mixed_adapters_equal_each_request_alone(backend) -> None:
     assert _run_together(backend, jobs) == alone
 
 
+def test_a_request_joins_a_running_batch(backend) -> None:
+    order: list[str] = []
+    out: dict[str, list[int]] = {"long": [], "late": []}
+    started = threading.Event()
+    finished = threading.Semaphore(0)
+
+    def sink(name: str):
+        def put(ev: Event) -> None:
+            out[name] += ev.tokens
+            started.set()
+            if ev.finish:
+                order.append(name)
+                finished.release()
+
+        return put
+
+    long = Sampling(max_tokens=60, temperature=0)
+    backend.submit(Request([1, 5, 9, 13, 17, 21], long, sink("long"), adapter="lora"))
+    assert started.wait(30)
+    backend.submit(Request([2, 7], GREEDY, sink("late")))  # the base, mid-batch, shorter prompt
+    assert finished.acquire(timeout=60) and finished.acquire(timeout=60)
+    assert order == ["late", "long"]  # it did not wait for the long request to finish
+    assert out["late"] == _run(backend, [2, 7])
+    assert out["long"] == _run(backend, [1, 5, 9, 13, 17, 21], "lora", long)
+
+
 def test_dora_batches_only_with_its_own_adapter(backend) -> None:
     with backend._cond:
         backend._pending.extend(

@@ -2,10 +2,12 @@
 thread that decodes the requests it is given in dynamic batches.
 
 Batching: the worker takes the oldest waiting request and every other waiting request that may share
-its batch (up to ``max_batch``), pre-fills their prompts together (left-padded, positions taken from the
-attention mask so padding does not shift them), then decodes one token per row per step with one KV
-cache. A row leaves the batch as soon as it finishes or its client goes away (its cache rows are dropped,
-so the slot is free at once); requests that arrive while a batch runs wait for the next batch.
+its batch (up to ``max_batch``), pre-fills their prompts together (left-padded, positions given
+explicitly so padding does not shift them), then decodes one token per row per step with one KV cache.
+A row leaves the batch as soon as it finishes or its client goes away (its cache rows are dropped, so
+the slot is free at once). Between two steps, requests that arrived meanwhile join the running batch:
+their prompts are pre-filled and their cache rows left-padded (masked out) to the batch's length, so a
+client never waits for a whole batch to finish while a slot is free.
 
 Adapters: the first adapter wraps the model in a ``PeftModel``; later ones are loaded into it
 (``load_adapter``), so every adapter shares the base weights and adds only its own matrices. A batch may
@@ -38,6 +40,60 @@ class _Row:
     generated: int = 0
     done: bool = False
     pending: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Batch:
+    """Rows decoding together: one KV cache, left-padded to a common length, and the attention mask over
+    it (0 on padding), each row's last position and the logits its next token is picked from."""
+
+    rows: list[_Row]
+    cache: Any
+    mask: Any
+    positions: Any  # [rows, 1]
+    last: Any  # [rows, vocab]
+
+    def select(self, keep: list[int]) -> None:
+        """Keep only these rows; drop cache columns that are padding in every remaining row."""
+        import torch
+
+        if len(keep) == len(self.rows) or not keep:
+            self.rows = [self.rows[i] for i in keep]
+            return
+        index = torch.tensor(keep)
+        self.cache.batch_select_indices(index)
+        self.mask, self.positions, self.last = self.mask[index], self.positions[index], self.last[index]
+        self.rows = [self.rows[i] for i in keep]
+        unused = int((self.mask.sum(0) == 0).int().cumprod(0).sum())  # leading all-padding columns
+        if unused:
+            self.mask = self.mask[:, unused:]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, unused:], layer.values[:, :, unused:]
+
+    def merge(self, other: _Batch) -> _Batch:
+        """This batch and ``other`` as one: the shorter cache is left-padded (masked out) to the longer."""
+        import torch
+
+        width = max(self.mask.shape[1], other.mask.shape[1])
+
+        def pad(t: Any, dim: int) -> Any:
+            missing = width - t.shape[dim]
+            if not missing:
+                return t
+            shape = list(t.shape)
+            shape[dim] = missing
+            return torch.cat([torch.zeros(shape, dtype=t.dtype), t], dim=dim)
+
+        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
+            mine.keys = torch.cat([pad(mine.keys, 2), pad(theirs.keys, 2)])
+            mine.values = torch.cat([pad(mine.values, 2), pad(theirs.values, 2)])
+        return _Batch(
+            self.rows + other.rows,
+            self.cache,
+            torch.cat([pad(self.mask, 1), pad(other.mask, 1)]),
+            torch.cat([self.positions, other.positions]),
+            torch.cat([self.last, other.last]),
+        )
 
 
 class TorchBackend(Backend):
@@ -222,58 +278,82 @@ class TorchBackend(Backend):
             return self._peft(**kwargs)
         return self._peft(adapter_names=names, **kwargs)
 
-    def _decode(self, batch: list[Request]) -> None:
+    def _joiners(self, group: str, room: int) -> list[Request]:
+        """Waiting requests that may join the running batch of ``group`` (up to ``room`` of them)."""
+        if room <= 0:
+            return []
+        with self._cond:
+            join = [r for r in self._pending if self._group(r.adapter) == group and not r.cancelled.is_set()]
+            join = join[:room]
+            for r in join:
+                self._pending.remove(r)
+            self._running |= {r.adapter for r in join}
+        return join
+
+    def _prefill(self, batch: list[Request]) -> _Batch:
+        """Run the prompts of ``batch`` (left-padded) and report echo logprobs; the batch is ready to step."""
         import torch
 
-        rows = [_Row(r, _generator(r.sampling.seed)) for r in batch]
         width = max(len(r.prompt) for r in batch)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = torch.tensor([[pad] * (width - len(r.prompt)) + r.prompt for r in batch])
         mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in batch])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         echo = any(r.sampling.echo_logprobs for r in batch)
-        with torch.inference_mode():
-            with self._model_lock:
-                out = self._forward(
-                    batch,
-                    input_ids=ids,
-                    attention_mask=None if bool(mask.all()) else mask,
-                    position_ids=positions,
-                    use_cache=True,
-                    logits_to_keep=0 if echo else 1,
+        with self._model_lock:
+            out = self._forward(
+                batch,
+                input_ids=ids,
+                attention_mask=None if bool(mask.all()) else mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=0 if echo else 1,
+            )
+        for i, r in enumerate(batch):
+            if r.sampling.echo_logprobs:
+                n = len(r.prompt)
+                r.sink(
+                    Event(
+                        prompt_logprobs=_prompt_logprobs(
+                            out.logits[i, width - n :], r.prompt, r.sampling.logprobs
+                        )
+                    )
                 )
-            cache, logits = out.past_key_values, out.logits
-            for i, row in enumerate(rows):
-                if row.req.sampling.echo_logprobs:
-                    n = len(row.req.prompt)
-                    prompt_lp = _prompt_logprobs(
-                        logits[i, width - n :], row.req.prompt, row.req.sampling.logprobs
-                    )
-                    row.req.sink(Event(prompt_logprobs=prompt_lp))
-            last = logits[:, -1]
+        rows = [_Row(r, _generator(r.sampling.seed)) for r in batch]
+        return _Batch(rows, out.past_key_values, mask, positions[:, -1:], out.logits[:, -1])
+
+    def _decode(self, batch: list[Request]) -> None:
+        """Decode ``batch`` to the end, letting compatible requests that arrive meanwhile join it."""
+        import torch
+
+        group = self._group(batch[0].adapter)
+        with torch.inference_mode():
+            running = self._prefill(batch)
             while True:
-                tokens = self._step(rows, last)
-                keep = [i for i, row in enumerate(rows) if not row.done]
-                if not keep:
-                    return
-                if len(keep) < len(rows):
-                    index = torch.tensor(keep)
-                    cache.batch_select_indices(index)
-                    mask, positions = mask[index], positions[index]
-                    rows = [rows[i] for i in keep]
-                    tokens = [tokens[i] for i in keep]
-                mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype)], dim=1)
-                positions = positions[:, -1:] + 1
-                with self._model_lock:
-                    out = self._forward(
-                        [row.req for row in rows],
-                        input_ids=torch.tensor(tokens).unsqueeze(1),
-                        attention_mask=None if bool(mask.all()) else mask,
-                        position_ids=positions,
-                        past_key_values=cache,
-                        use_cache=True,
+                tokens = self._step(running.rows, running.last)
+                keep = [i for i, row in enumerate(running.rows) if not row.done]
+                running.select(keep)
+                joined = self._joiners(group, self.options.max_batch - len(keep))
+                if keep:
+                    running.mask = torch.cat(
+                        [running.mask, torch.ones(len(keep), 1, dtype=running.mask.dtype)], 1
                     )
-                cache, last = out.past_key_values, out.logits[:, -1]
+                    running.positions = running.positions + 1
+                    with self._model_lock:
+                        out = self._forward(
+                            [row.req for row in running.rows],
+                            input_ids=torch.tensor([tokens[i] for i in keep]).unsqueeze(1),
+                            attention_mask=None if bool(running.mask.all()) else running.mask,
+                            position_ids=running.positions,
+                            past_key_values=running.cache,
+                            use_cache=True,
+                        )
+                    running.cache, running.last = out.past_key_values, out.logits[:, -1]
+                if joined:
+                    new = self._prefill(joined)
+                    running = running.merge(new) if keep else new
+                elif not keep:
+                    return
 
     def _step(self, rows: list[_Row], logits: Any) -> list[int]:
         """Pick each row's next token, report it, and mark finished rows; returns the picked tokens."""
