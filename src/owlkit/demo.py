@@ -29,6 +29,7 @@ TARGET = 0.90  # held-out exact match after tuning
 ADAPT_BUDGET_S = 300
 QUANTIZE_ARGS = ("--to", "gguf-q8_0", "--to", "gguf-q4_0", "--eval-tokens", "2048")
 QUANTIZE_BUDGET_S = 90
+SERVE_BUDGET_S = 60
 
 
 @dataclass
@@ -157,6 +158,60 @@ def terms(stage: Callable[..., str]) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def serve(env: dict[str, str]) -> Stage:
+    """The serve stage: `owl serve` SmolLM2 with demo-adapter on a free loopback port, one streamed question
+    per model name through the openai client, then shut the server down."""
+    import socket
+
+    import httpx
+    from openai import OpenAI
+
+    from owlkit.recipes.demo_data import alpaca_row
+
+    t = time.perf_counter()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ("serve", "smollm2-hf", "--adapter", "demo-adapter=demo-adapter", "--port", str(port))
+    print(f"\n$ owl {' '.join(args)} &", flush=True)
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("owl")), *args], env=env)
+    url = f"http://127.0.0.1:{port}"
+    replies = []
+    try:
+        while True:
+            if proc.poll() is not None:
+                sys.exit(f"error: `owl {' '.join(args)}` exited with code {proc.returncode}")
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        client = OpenAI(base_url=url + "/v1", api_key="demo", max_retries=0)
+        print("models:", ", ".join(m.id for m in client.models.list()))
+        row = alpaca_row(("owl", "river", "lamp", "stone"))
+        question = f"{row['instruction']}\n\n{row['input']}"
+        for model in ("smollm2-hf", "demo-adapter"):
+            print(f"\n[{model}] {question!r}\n-> ", end="", flush=True)
+            text = ""
+            stream = client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": question}], max_tokens=32, temperature=0,
+                stream=True,
+            )  # fmt: skip
+            for chunk in stream:
+                piece = chunk.choices[0].delta.content if chunk.choices else None
+                if piece:
+                    text += piece
+                    print(piece, end="", flush=True)
+            print()
+            replies.append(f"{model}: {text.strip()[:40]!r}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    secs = time.perf_counter() - t
+    print(f"[stage serve: {secs:.1f}s]", flush=True)
+    return Stage("serve", secs, "; ".join(replies))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="scripts/demo", description=__doc__)
     ap.add_argument("--home", type=Path, default=Path(".owl-demo"), help="store for the demo (emptied first)")
@@ -195,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     adapt_secs = sum(s.seconds for s in stages[first_adapt:])
     quantize_secs = quantize(stage)
     terms(stage)
+    stages.append(serve(env))
     elapsed = time.perf_counter() - total
 
     from rich.console import Console
@@ -207,7 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     for s in stages:
         table.add_row(s.name, f"{s.seconds:.1f}", s.result)
     for label, secs, budget in (("adapt stages", adapt_secs, ADAPT_BUDGET_S),
-                                ("quantize stage", quantize_secs, QUANTIZE_BUDGET_S)):  # fmt: skip
+                                ("quantize stage", quantize_secs, QUANTIZE_BUDGET_S),
+                                ("serve stage", stages[-1].seconds, SERVE_BUDGET_S)):  # fmt: skip
         verdict = "met" if secs <= budget else "missed"
         table.add_row(label, f"{secs:.1f}", f"target <= {budget} s: {verdict}")
     table.add_row("total", f"{elapsed:.1f}", f"store: {home}")

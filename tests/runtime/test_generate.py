@@ -1,4 +1,5 @@
-"""Loading for inference and streamed generation, on real models and on tiny ones built in code."""
+"""Loading for inference and streamed generation, on real models and on tiny ones built in code: the
+direct loop over a loaded model, and the session helpers `owl run` and `owl chat` use on a backend."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from types import SimpleNamespace
 import pytest
 
 from owlkit.errors import Refused, UsageError
+from owlkit.runtime.backend import Sampling, open_for
 from owlkit.runtime.generate import chat_prompt, stream_generate
 from owlkit.runtime.load import available_memory, load_causal_lm
+from owlkit.runtime.session import Reply, fit_history, prompt_ids
 from owltest import STORIES, need
 
 # Karpathy's documented greedy sample of stories260K (llama2.c doc/stories260K.md), from BOS.
@@ -117,6 +120,44 @@ def test_chat_uses_the_models_template_in_the_sandbox(tiny_llama: Path) -> None:
     assert out == "".join(
         stream_generate(model, tokenizer, "hello", chat=True, max_tokens=5, temperature=0.9, seed=1)
     )
+
+
+def test_session_on_a_backend_matches_the_direct_loop(owl, tiny_llama: Path) -> None:
+    """What `owl run` sends through the torch backend: the same prompt ids and the same text as the
+    direct loop over the model, plain and chat; and history trimmed to the context for `owl chat`."""
+    from owlkit.store import open_store
+
+    assert owl("import", tiny_llama).code == 0
+    store = open_store(write=True)
+    backend, adapter = open_for(store, store.find("tiny-llama"), "torch", max_batch=1)
+    model, tokenizer = load_causal_lm(tiny_llama)
+    try:
+        assert adapter is None and backend.context_length == 128
+        rendered = chat_prompt(tokenizer, "hello there", system="be brief")
+        chat_ids = prompt_ids(backend, "hello there", chat=True, system="be brief")
+        assert chat_ids == tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        assert prompt_ids(backend, "Once upon", chat=False) == tokenizer("Once upon")["input_ids"]
+        for chat in (False, True):
+            ids = prompt_ids(backend, "Once upon a time", chat=chat)
+            reply = Reply(backend, ids, Sampling(max_tokens=10, temperature=0))
+            pieces = list(reply)
+            direct = "".join(stream_generate(model, tokenizer, "Once upon a time", chat=chat, max_tokens=10))
+            assert "".join(pieces) == reply.text == direct
+            assert reply.finish in ("stop", "length") and reply.tokens <= 10
+        with pytest.raises(UsageError, match="--system needs --chat"):
+            prompt_ids(backend, "hi", chat=False, system="be brief")
+
+        turn = [{"role": "user", "content": "Once upon a time"}, {"role": "assistant", "content": "tiny owl"}]
+        messages = [{"role": "system", "content": "be brief"}, *turn * 4, {"role": "user", "content": "hi"}]
+        ids, kept, dropped = fit_history(backend, messages, 10)
+        assert dropped == 0 and kept == messages and len(ids) + 10 <= 128
+        ids, kept, dropped = fit_history(backend, messages, 100)
+        assert len(ids) + 100 <= 128 and dropped % 2 == 0 and dropped > 0
+        assert kept[0] == messages[0] and kept[1:] == messages[1 + dropped :]  # the oldest went first
+        _, kept, _ = fit_history(backend, messages, 1000)  # nothing fits: the last message stays
+        assert kept == [messages[0], messages[-1]]
+    finally:
+        backend.close()
 
 
 def test_load_refuses_pickles_and_custom_code(tiny_llama: Path, tmp_path: Path) -> None:

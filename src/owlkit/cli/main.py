@@ -73,12 +73,14 @@ def _register() -> None:
         return
     _registered = True
     from owlkit.cli import (
+        chat_cmds,
         data_cmds,
         eval_cmds,
         merge_cmds,
         model_cmds,
         openness_cmds,
         quantize_cmds,
+        serve_cmds,
         store_cmds,
         terms_cmds,
         tune_cmds,
@@ -93,6 +95,8 @@ def _register() -> None:
     quantize_cmds.register(app)
     openness_cmds.register(app)
     terms_cmds.register(app)
+    serve_cmds.register(app)
+    chat_cmds.register(app)
 
 
 # owl never downloads at run time (every model comes from the store), and our own progress and

@@ -66,7 +66,13 @@ def run_cmd(
         str | None, typer.Option("--base", help="For an adapter: another model of the same base identity.")
     ] = None,
     runtime: Annotated[
-        str, typer.Option("--runtime", help="torch (default) or llama.cpp (GGUF models, the gguf extra).")
+        str,
+        typer.Option(
+            "--runtime",
+            "--backend",
+            help="torch (default) or gguf (llama.cpp, for GGUF models; the gguf extra). "
+            "'llama.cpp' is another name for gguf.",
+        ),
     ] = "torch",
 ) -> None:
     """Generate a completion on CPU, streaming it as it decodes.
@@ -74,69 +80,62 @@ def run_cmd(
     Example: owl run smollm2 "What is the capital of France?" --chat
     """
     from owlkit.errors import UsageError
-    from owlkit.inference import load_for_inference
-    from owlkit.runtime.generate import stream_generate
+    from owlkit.runtime.backend import Sampling
+    from owlkit.runtime.session import Reply, prompt_ids
 
     if prompt == "-":
         prompt = sys.stdin.read()
     if system and not chat:
         raise UsageError("--system needs --chat")
-    if runtime not in ("torch", "llama.cpp"):
-        raise UsageError(f"--runtime {runtime!r} is unknown: choose torch or llama.cpp")
     store = open_store(write=True)  # checkouts are written into the store
     rec = store.find(ref)
     base_rec = store.find(base) if base else None
     if chat and rec.manifest.kind == "model" and not rec.manifest.facts.get("chat_template_digest"):
         raise UsageError(f"{rec.name} has no chat template: drop --chat to send the prompt as plain text")
-    if runtime == "llama.cpp":
-        _run_llama(store, rec, prompt, chat=chat, system=system, max_tokens=max_tokens,
-                   temperature=temperature, top_p=top_p, seed=seed)  # fmt: skip
-        return
     t0 = time.perf_counter()
-    with console.status(f"loading {rec.name}…"):
-        model, tok, warnings = load_for_inference(store, rec, base=base_rec)
-    for w in warnings:
-        err_console.print(f"[yellow]warning:[/yellow] {w}")
-    load_s = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    n = 0
-    for piece in stream_generate(
-        model,
-        tok,
-        prompt,
-        chat=chat,
-        system=system,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
-    ):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-        n += 1
-    sys.stdout.write("\n")
-    err_console.print(f"[dim]load {load_s:.1f}s, {n} pieces in {time.perf_counter() - t1:.1f}s[/dim]")
-
-
-def _run_llama(store: Store, rec: Record, prompt: str, *, seed: int | None, **sampling: Any) -> None:
-    """`owl run --runtime llama.cpp`: the GGUF as llama.cpp runs it, its own template and end-of-turn."""
-    from owlkit.errors import Refused
-    from owlkit.runtime.llamacpp import open_gguf, stream_llama
-
-    if rec.manifest.format != "gguf" or rec.manifest.kind != "model":
-        raise Refused(
-            f"{rec.name} is a {rec.manifest.kind}/{rec.manifest.format}; --runtime llama.cpp runs GGUF models"
+    backend, adapter = open_runtime(store, rec, runtime, base=base_rec)
+    try:
+        load_s = time.perf_counter() - t0
+        ids = prompt_ids(backend, prompt, chat=chat, system=system, adapter=adapter)
+        # The context holds the prompt and the reply: shorten the reply rather than fail.
+        room = max(0, min(max_tokens, backend.context_length - len(ids)))
+        reply = Reply(backend, ids, Sampling(room, temperature, top_p, seed), adapter)
+        t1 = time.perf_counter()
+        for piece in reply:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        took = time.perf_counter() - t1
+        err_console.print(
+            f"[dim]{backend.name}: load {load_s:.1f}s, {reply.tokens} tokens in {took:.1f}s"
+            f" ({reply.tokens / max(took, 1e-9):.1f} tokens/s), finish {reply.finish}[/dim]"
         )
-    t0 = time.perf_counter()
-    with console.status(f"loading {rec.name} in llama.cpp…"):
-        llm = open_gguf(store.checkout(rec.digest) / rec.manifest.files[0].path, seed=seed)
-    load_s, t1, n, finish = time.perf_counter() - t0, time.perf_counter(), 0, None
-    for piece, reason in stream_llama(llm, prompt, **sampling):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-        n += bool(piece)
-        finish = reason or finish
-    sys.stdout.write("\n")
-    err_console.print(
-        f"[dim]llama.cpp: load {load_s:.1f}s, {n} pieces in {time.perf_counter() - t1:.1f}s, finish {finish}[/dim]"
-    )
+    finally:
+        backend.close()
+
+
+RUNTIMES = {"torch": "torch", "gguf": "gguf", "llama.cpp": "gguf"}
+
+
+def open_runtime(
+    store: Store, rec: Record, runtime: str, *, base: Record | None = None
+) -> tuple[Any, str | None]:
+    """(backend, adapter name) for `owl run` and `owl chat`, with a spinner while the weights load and
+    the loader's warnings (quantization differences) printed on stderr."""
+    from owlkit.errors import Refused, UsageError
+    from owlkit.runtime.backend import backend_names, open_for
+
+    name = RUNTIMES.get(runtime, runtime)
+    if name not in backend_names():
+        raise UsageError(
+            f"backend {runtime!r} is unknown: choose one of {', '.join(backend_names())} (llama.cpp = gguf)"
+        )
+    if name == "gguf" and rec.manifest.kind == "model" and rec.manifest.format != "gguf":
+        raise Refused(
+            f"{rec.name} is a {rec.manifest.kind}/{rec.manifest.format}; --backend gguf runs GGUF models"
+        )
+    with console.status(f"loading {rec.name} ({name})…"):
+        backend, adapter = open_for(store, rec, name, base=base, max_batch=1, max_queue=1)
+    for w in getattr(backend, "warnings", []):
+        err_console.print(f"[yellow]warning:[/yellow] {w}")
+    return backend, adapter

@@ -24,6 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from owlkit.errors import OwlError, Refused, UsageError
@@ -164,6 +165,21 @@ class Backend(ABC):
         return []
 
 
+def adapter_chat_template(folder: Path) -> str | None:
+    """An adapter's own chat template (``chat_template.jinja`` or tokenizer_config.json), if it ships
+    one: it wins over the base's, as LoRAX does, since the adapter was trained on it."""
+    import json
+
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    config = folder / "tokenizer_config.json"
+    if config.is_file():
+        value = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
+        return value if isinstance(value, str) else None
+    return None
+
+
 def backend_names() -> list[str]:
     return sorted({*_BUILTIN, *(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))})
 
@@ -241,3 +257,32 @@ def generate(backend: Backend, request_prompt: list[int], sampling: Sampling, *,
                 return
     finally:
         req.cancel()
+
+
+def open_for(
+    store: Store, rec: Record, backend_name: str = "torch", base: Record | None = None, **options: Any
+) -> tuple[Backend, str | None]:
+    """A backend for ``rec`` as `owl run` and `owl chat` take it: a model is the base; an adapter is
+    added to its own base (or to ``base``, another model of the same base identity). Returns the
+    backend and the adapter name to put in requests (None for a model)."""
+    from owlkit.errors import NotFound
+    from owlkit.store.lineage import adapter_base, check_adapter_applies
+
+    kind = rec.manifest.kind
+    if kind not in ("model", "adapter"):
+        raise Refused(f"{rec.name} is a {kind}, not a model or an adapter: give a model or adapter REF")
+    if kind == "model":
+        return open_backend(store, rec, backend_name, **options), None
+    target = base or adapter_base(store, rec)
+    if target is None:
+        raise NotFound(
+            f"{rec.name}: its base {rec.side.get('base_ref')!r} is not in the store: import it first"
+        )
+    check_adapter_applies(store, rec, target)  # refuse a mismatch before spending time loading the base
+    backend = open_backend(store, target, backend_name, **options)
+    try:
+        backend.add_adapter(rec.name, rec)
+    except BaseException:
+        backend.close()
+        raise
+    return backend, rec.name

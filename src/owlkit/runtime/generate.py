@@ -1,12 +1,11 @@
-"""Token-by-token generation with a KV cache, streamed as text.
+"""Sampling helpers shared by the backends, and a direct streaming loop over a loaded model.
 
-The loop is written out (as in nanoGPT and litgpt) rather than hidden in ``model.generate``: one
-forward per token, greedy at temperature 0, otherwise temperature + top-p sampling from a seeded
-``torch.Generator`` (the same seed gives the same text), stopping at any EOS id.
-
-Streaming decodes the ids generated so far, behind a few prompt tokens of context, and yields the new
-suffix: a character split across byte tokens is held back until complete (no U+FFFD in the stream),
-and the leading space a SentencePiece tokenizer strips from the first token of a text is kept.
+`owl run`, `owl chat` and `owl serve` generate through a backend (``owlkit.runtime.backend``, one
+turn at a time in ``owlkit.runtime.session``). What stays here: the EOS ids and the token sampler the
+torch backend uses, the chat prompt of a bare tokenizer, and :func:`stream_generate`, a single-sequence
+loop over an in-memory model (one forward per token with a KV cache, greedy at temperature 0, else
+temperature + top-p from a seeded ``torch.Generator``) for code that holds a model but no store record
+(tests of converted models compare against it).
 """
 
 from __future__ import annotations
@@ -17,8 +16,6 @@ from typing import Any
 
 from owlkit.errors import UsageError
 from owlkit.runtime.chat import render_chat
-
-_CONTEXT_TOKENS = 4  # prompt tokens decoded in front of the output (for the leading space and merges)
 
 
 def chat_prompt(tokenizer: Any, prompt: str, system: str | None = None) -> str:
@@ -45,15 +42,6 @@ def eos_ids(model: Any, tokenizer: Any) -> set[int]:
         elif isinstance(value, (list, tuple)):
             ids.update(v for v in value if isinstance(v, int))
     return ids
-
-
-def _check(max_tokens: int, temperature: float, top_p: float) -> None:
-    if not isinstance(max_tokens, int) or max_tokens < 0:
-        raise UsageError(f"max_tokens must be a whole number >= 0, not {max_tokens!r}")
-    if not temperature >= 0:
-        raise UsageError(f"temperature must be >= 0 (0 is greedy), not {temperature!r}")
-    if not 0 < top_p <= 1:
-        raise UsageError(f"top_p must be in (0, 1], not {top_p!r}")
 
 
 def _next_token(logits: Any, temperature: float, top_p: float, generator: Any) -> int:
@@ -91,7 +79,9 @@ def stream_generate(
     """
     import torch
 
-    _check(max_tokens, temperature, top_p)
+    from owlkit.runtime.backend import Sampling, TextStream
+
+    Sampling(max_tokens, temperature, top_p, seed).check()
     if chat:
         text = chat_prompt(tokenizer, prompt, system)
         prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -108,20 +98,10 @@ def stream_generate(
         max_tokens = min(max_tokens, max(0, limit - len(prompt_ids)))
     generator = torch.Generator(device=model.device)
     generator.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
-
-    context = prompt_ids[-_CONTEXT_TOKENS:]
-
-    def decode(ids: list[int]) -> str:
-        return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-
-    prefix = decode(context)
-
-    def text(generated: list[int]) -> str:
-        full = decode(context + generated)
-        return full[len(prefix) :] if full.startswith(prefix) else decode(generated)
-
-    generated: list[int] = []
-    sent = 0  # characters of the generated text already yielded
+    stream = TextStream(
+        lambda ids: tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False),
+        prompt_ids,
+    )
     past = None
     step_ids = torch.tensor([prompt_ids], device=model.device)
     with torch.inference_mode():
@@ -131,14 +111,10 @@ def stream_generate(
             token = _next_token(out.logits[0, -1], temperature, top_p, generator)
             if token in eos:
                 break
-            generated.append(token)
             step_ids = torch.tensor([[token]], device=model.device)
-            new = text(generated)
-            if new.endswith("\ufffd"):  # part of a multi-byte character: wait for the rest
-                continue
-            if len(new) > sent:
-                yield new[sent:]
-                sent = len(new)
-    new = text(generated)
-    if len(new) > sent:
-        yield new[sent:]
+            piece = stream.push([token])
+            if piece:
+                yield piece
+    tail = stream.flush()
+    if tail:
+        yield tail

@@ -25,7 +25,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from owlkit.errors import NotFound, OwlError, Refused, UsageError
-from owlkit.runtime.backend import Backend, BackendOptions, Event, QueueFull, Request, TokenLogprob
+from owlkit.runtime.backend import (
+    Backend,
+    BackendOptions,
+    Event,
+    QueueFull,
+    Request,
+    TokenLogprob,
+    adapter_chat_template,
+)
 
 if TYPE_CHECKING:
     from owlkit.store.store import Record, Store
@@ -118,8 +126,11 @@ class TorchBackend(Backend):
         self._peft: Any = None  # the PeftModel, once an adapter is loaded
         self._dora: set[str] = set()
         self._templates: dict[str, str | None] = {}
+        self._anchor: list[int] | None = None  # a token to decode others behind (token_text)
         self._pending: deque[Request] = deque()
         self._running: set[str | None] = set()  # adapters of the batch being decoded
+        self._busy = 0  # rows in the running batch
+        self._removing: set[str] = set()  # adapters being unloaded: no new requests for them
         self._cond = threading.Condition()  # guards the queue and the running set
         self._model_lock = threading.Lock()  # held while the model runs or its adapters change
         self._closed = False
@@ -138,7 +149,15 @@ class TorchBackend(Backend):
         return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     def token_text(self, token: int) -> str:
-        return self.tokenizer.convert_tokens_to_string([self.tokenizer.convert_ids_to_tokens(token)])
+        # Decoded behind another token, as it reads inside a text: a SentencePiece decoder strips the
+        # leading space of a text's first token, which logprobs must keep (" The", as OpenAI reports it).
+        if token in self.tokenizer.all_special_ids:  # decode() leaves these out; logprobs show them
+            return str(self.tokenizer.convert_ids_to_tokens(token))
+        if self._anchor is None:
+            self._anchor = self.encode("a", special=False)[-1:]
+        prefix = self.decode(self._anchor)
+        full = self.decode([*self._anchor, token])
+        return full[len(prefix) :] if full.startswith(prefix) else self.decode([token])
 
     def chat_template(self, adapter: str | None) -> tuple[str | None, dict[str, str]]:
         template = self._templates.get(adapter) if adapter else None
@@ -166,9 +185,6 @@ class TorchBackend(Backend):
         self.warnings += check_adapter_applies(self.store, rec, self.base)
         folder = str(self.store.checkout(rec.digest))
         config = PeftConfig.from_pretrained(folder)
-        if getattr(config, "modules_to_save", None):
-            # modules_to_save replaces whole layers, which PEFT can switch only as the active adapter
-            raise Refused(f"{rec.name} trains whole modules (modules_to_save), which owl serve cannot batch")
         with self._model_lock:  # between decode steps
             if self._peft is None:
                 self._peft = PeftModel.from_pretrained(
@@ -179,20 +195,24 @@ class TorchBackend(Backend):
                 self._peft.load_adapter(folder, adapter_name=name, is_trainable=False, low_cpu_mem_usage=True)
             if getattr(config, "use_dora", False):
                 self._dora.add(name)
-            self._templates[name] = _own_template(self.store.checkout(rec.digest))
+            self._templates[name] = adapter_chat_template(self.store.checkout(rec.digest))
 
     def remove_adapter(self, name: str) -> None:
         with self._cond:
-            if name not in self.adapters():
+            if name not in self.adapters() or name in self._removing:
                 raise NotFound(f"no adapter named {name!r} is loaded")
-            self._cond.wait_for(lambda: name not in self._running)
+            self._removing.add(name)
             for req in [r for r in self._pending if r.adapter == name]:
                 self._pending.remove(req)
                 req.sink(Event(finish="error", error=NotFound(f"adapter {name!r} was unloaded")))
-            with self._model_lock:
-                self._peft.delete_adapter(name)
-            self._dora.discard(name)
-            self._templates.pop(name, None)
+            try:
+                self._cond.wait_for(lambda: name not in self._running)  # its running rows finish first
+                with self._model_lock:
+                    self._peft.delete_adapter(name)
+                self._dora.discard(name)
+                self._templates.pop(name, None)
+            finally:
+                self._removing.discard(name)
 
     # -- requests ------------------------------------------------------------------------------------
     def submit(self, request: Request) -> None:
@@ -205,9 +225,12 @@ class TorchBackend(Backend):
         with self._cond:
             if self._closed:
                 raise Refused("the backend is shut down")
-            if request.adapter is not None and request.adapter not in self.adapters():
+            if request.adapter is not None and (
+                request.adapter not in self.adapters() or request.adapter in self._removing
+            ):
                 raise NotFound(f"no adapter named {request.adapter!r} is loaded")
-            if len(self._pending) >= self.options.max_queue + self.options.max_batch:
+            free = max(0, self.options.max_batch - self._busy)  # slots the next step can fill
+            if len(self._pending) >= self.options.max_queue + free:
                 raise QueueFull(f"{len(self._pending)} requests are waiting: retry later")
             self._pending.append(request)
             self._cond.notify_all()
@@ -239,7 +262,7 @@ class TorchBackend(Backend):
         batch = [r for r in self._pending if self._group(r.adapter) == group][: self.options.max_batch]
         for r in batch:
             self._pending.remove(r)
-        self._running = {r.adapter for r in batch}
+        self._running, self._busy = {r.adapter for r in batch}, len(batch)
         return batch
 
     def _loop(self) -> None:
@@ -261,7 +284,7 @@ class TorchBackend(Backend):
                     r.sink(Event(finish="error", error=err))
             finally:
                 with self._cond:
-                    self._running = set()
+                    self._running, self._busy = set(), 0
                     self._cond.notify_all()
 
     # -- the model -----------------------------------------------------------------------------------
@@ -278,16 +301,16 @@ class TorchBackend(Backend):
             return self._peft(**kwargs)
         return self._peft(adapter_names=names, **kwargs)
 
-    def _joiners(self, group: str, room: int) -> list[Request]:
-        """Waiting requests that may join the running batch of ``group`` (up to ``room`` of them)."""
-        if room <= 0:
-            return []
+    def _joiners(self, group: str, rows: list[_Row]) -> list[Request]:
+        """Waiting requests that may join the running ``rows`` of ``group``, filling the free slots."""
         with self._cond:
             join = [r for r in self._pending if self._group(r.adapter) == group and not r.cancelled.is_set()]
-            join = join[:room]
+            join = join[: max(0, self.options.max_batch - len(rows))]
             for r in join:
                 self._pending.remove(r)
-            self._running |= {r.adapter for r in join}
+            self._running = {row.req.adapter for row in rows} | {r.adapter for r in join}
+            self._busy = len(rows) + len(join)
+            self._cond.notify_all()  # an unload may be waiting for an adapter that just left
         return join
 
     def _prefill(self, batch: list[Request]) -> _Batch:
@@ -333,7 +356,7 @@ class TorchBackend(Backend):
                 tokens = self._step(running.rows, running.last)
                 keep = [i for i, row in enumerate(running.rows) if not row.done]
                 running.select(keep)
-                joined = self._joiners(group, self.options.max_batch - len(keep))
+                joined = self._joiners(group, running.rows)
                 if keep:
                     running.mask = torch.cat(
                         [running.mask, torch.ones(len(keep), 1, dtype=running.mask.dtype)], 1
@@ -365,7 +388,7 @@ class TorchBackend(Backend):
         tokens: list[int] = []
         for i, row in enumerate(rows):
             s = row.req.sampling
-            if row.req.cancelled.is_set():
+            if row.req.cancelled.is_set() or self._closed:
                 row.done = True
                 row.req.sink(Event(finish="abort"))
                 tokens.append(0)
@@ -419,19 +442,3 @@ def _prompt_logprobs(logits: Any, prompt: list[int], k: int | None) -> list[Toke
 
     lps = torch.log_softmax(logits[:-1].float(), dim=-1)
     return [None] + [_token_logprob(None, t, k, lps[j]) for j, t in enumerate(prompt[1:])]
-
-
-def _own_template(folder: Any) -> str | None:
-    """An adapter's own chat template (tokenizer_config.json or chat_template.jinja), if it ships one."""
-    import json
-    from pathlib import Path
-
-    folder = Path(folder)
-    jinja = folder / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
-    config = folder / "tokenizer_config.json"
-    if config.is_file():
-        value = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
-        return value if isinstance(value, str) else None
-    return None
