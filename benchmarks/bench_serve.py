@@ -17,7 +17,10 @@ last chunk, prefill included, on the same chat prompt, greedy, for both sides of
    called directly on the same file with the same thread count. Target >= 0.85.
 3. torch backend, 8 concurrent streaming clients (different prompts) vs 1: aggregate tokens/s. Target >= 2.5.
 4. Memory added per loaded adapter: the server's VmRSS before and after ``/v1/load_lora_adapter`` loads the
-   adapter under three names, divided by 3, against the adapter file's size. Target <= 1.2x.
+   adapter under three more names, divided by 3, against the adapter file's size. Target <= 1.2x. The
+   first adapter loaded is measured apart: it also imports peft and wraps the model (a one-time cost,
+   printed). Adapter weights are memory-mapped from the stored file (PEFT's ``low_cpu_mem_usage``), so
+   they count as file-backed resident pages.
 
 Each rate is the best of ``--repeats`` after one warm-up. Machine load skews every figure: run it alone.
 Prints a table and the four verdicts; exits 0 whatever they are, 1 when a server fails.
@@ -227,13 +230,19 @@ def main() -> None:
         agg_n, agg_s = max((concurrent_rate(url, 8, args.tokens) for _ in range(args.repeats)),
                            key=lambda r: r[0] / r[1])  # fmt: skip
         aggregate = agg_n / agg_s
-        before = rss(pid)
         import httpx
 
-        for i in range(3):
-            r = httpx.post(url + "/v1/load_lora_adapter", json={"lora_name": f"a{i}", "lora_path": "bench-lora"},
+        def load(name: str) -> None:
+            r = httpx.post(url + "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": "bench-lora"},
                            timeout=120)  # fmt: skip
             r.raise_for_status()
+
+        start = rss(pid)
+        load("first")  # pays once for importing peft and wrapping the model: reported, not the target
+        before = rss(pid)
+        first = before - start
+        for i in range(3):
+            load(f"a{i}")
         time.sleep(1)
         per_adapter = (rss(pid) - before) / 3
     hf_run = hf_generate(stored_folder("smollm2-hf"), args.tokens)  # the same stored folder the server loads
@@ -243,7 +252,8 @@ def main() -> None:
     rows.append(("8 clients vs 1 (torch, aggregate)", f"{aggregate:.1f} tok/s ({agg_n})", f"{one:.1f} tok/s",
                  f"{aggregate / one:.2f} (>= 2.5: {verdict(aggregate / one >= 2.5)})"))  # fmt: skip
     ratio = per_adapter / adapter_bytes
-    rows.append(("RSS added per adapter", f"{per_adapter / 2**20:.1f} MiB", f"{adapter_bytes / 2**20:.1f} MiB file",
+    rows.append(("RSS added by the first adapter (peft import, wrap)", f"{first / 2**20:.1f} MiB", "", ""))
+    rows.append(("RSS added per further adapter", f"{per_adapter / 2**20:.1f} MiB", f"{adapter_bytes / 2**20:.1f} MiB file",
                  f"{ratio:.2f} (<= 1.2: {verdict(ratio <= 1.2)})"))  # fmt: skip
     if not args.no_gguf:
         with server(env, "smollm2", "--backend", "gguf") as (url, _):
