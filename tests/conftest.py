@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from owltest import build_tiny_llama
+from owltest import build_adapter, build_tiny_llama
 
 
 @pytest.fixture
@@ -62,23 +62,7 @@ def tiny_llama_other(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_adapter(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Path:
     """A real PEFT LoRA adapter (non-zero B so it changes outputs) on the tiny Llama."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    out = tmp_path_factory.mktemp("adapter") / "tiny-lora"
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    peft_model.save_pretrained(out)
-    cfg = json.loads((out / "adapter_config.json").read_text())
-    cfg["base_model_name_or_path"] = "tiny-llama"
-    (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
-    return out
+    return build_adapter(tiny_llama, tmp_path_factory.mktemp("adapter") / "tiny-lora", "tiny-llama", seed=3)
 
 
 @pytest.fixture

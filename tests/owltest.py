@@ -101,3 +101,29 @@ def build_tiny_llama(folder: Path, *, seed: int = 0, vocab_size: int = 96, hidde
         "---\nlicense: apache-2.0\n---\n# tiny-llama\nA tiny random Llama for tests.\n"
     )
     return folder
+
+
+def build_adapter(base: Path, out: Path, base_name: str | None = None, *, seed: int = 3, **lora: Any) -> Path:
+    """A real PEFT adapter on the model in ``base``: LoraConfig(``lora``) over r=4, alpha 8 on
+    q_proj/v_proj, with random non-zero B matrices so it changes outputs. ``base_name``, when given, is
+    written as the base to resolve in the store."""
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    config = LoraConfig(**{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], **lora})
+    model = AutoModelForCausalLM.from_pretrained(base)
+    torch.manual_seed(seed)  # before the LoRA A matrices are initialised: the same adapter every run
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name or "lora_embedding_B" in name:
+                p.normal_(0, 0.5)
+    peft_model.save_pretrained(out)
+    if base_name is not None:
+        cfg = json.loads((out / "adapter_config.json").read_text())
+        cfg["base_model_name_or_path"] = base_name
+        (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
+    return out

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from owlkit.errors import InvalidFile, NotFound, Refused, UsageError
+from owltest import build_adapter
 
 pytest.importorskip("peft")
 llama_cpp = pytest.importorskip("llama_cpp")
@@ -29,22 +30,6 @@ def export(adapter: Path, out: Path, base: Path, **kw: Any) -> list[str]:
     from owlkit.quantize.gguf_lora import export_gguf_lora
 
     return export_gguf_lora(adapter, out, json.loads((base / "config.json").read_text()), **kw)
-
-
-def make_adapter(base: Path, out: Path, **lora: Any) -> Path:
-    """A real PEFT LoRA adapter on ``base`` whose B matrices are noise (so it changes the logits)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(7)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(**lora))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name or "lora_embedding_B" in name:
-                p.normal_(0, 0.5)
-    model.save_pretrained(out)
-    return out
 
 
 def llama_cpp_logits(model: Path, lora: Path | None = None) -> np.ndarray:
@@ -84,7 +69,7 @@ def base_gguf(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 @pytest.fixture(scope="module")
 def plain_adapter(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_adapter(tiny_llama, tmp_path_factory.mktemp("plain") / "qv", r=4, lora_alpha=8)
+    return build_adapter(tiny_llama, tmp_path_factory.mktemp("plain") / "qv", seed=7, r=4, lora_alpha=8)
 
 
 CASES = {
@@ -121,7 +106,7 @@ def test_llama_cpp_applies_it_as_peft_does(
     from transformers import AutoModelForCausalLM
 
     lora, qtype, expected_notes = CASES[case]
-    adapter = make_adapter(tiny_llama, tmp_path / case, **lora)
+    adapter = build_adapter(tiny_llama, tmp_path / case, seed=7, **lora)
     out = tmp_path / f"{case}.gguf"
     notes = export(adapter, out, tiny_llama, qtype=qtype)
     assert len(notes) == len(expected_notes)
@@ -255,17 +240,19 @@ def test_refusals_leave_nothing(case: str, plain_adapter: Path, tiny_llama: Path
 
 
 def test_real_dora_and_embedding_adapters_refused(tiny_llama: Path, tmp_path: Path) -> None:
-    dora = make_adapter(tiny_llama, tmp_path / "dora", r=4, target_modules=["q_proj"], use_dora=True)
+    dora = build_adapter(tiny_llama, tmp_path / "dora", seed=7, r=4, target_modules=["q_proj"], use_dora=True)
     with pytest.raises(Refused, match="DoRA"):
         export(dora, tmp_path / "dora.gguf", tiny_llama)
-    embed = make_adapter(tiny_llama, tmp_path / "embed", r=4, target_modules=["embed_tokens", "q_proj"])
+    embed = build_adapter(
+        tiny_llama, tmp_path / "embed", seed=7, r=4, target_modules=["embed_tokens", "q_proj"]
+    )
     with pytest.raises(Refused, match="embeddings"):
         export(embed, tmp_path / "embed.gguf", tiny_llama)
     assert not list(tmp_path.glob("*.gguf*"))
 
 
 def test_adapter_of_another_base(tiny_llama_other: Path, tiny_llama: Path, tmp_path: Path) -> None:
-    wide = make_adapter(tiny_llama_other, tmp_path / "wide", r=4, lora_alpha=8)
+    wide = build_adapter(tiny_llama_other, tmp_path / "wide", seed=7, r=4, lora_alpha=8)
     with pytest.raises(
         Refused,
         match=r"q_proj \(lora_A \[4, 48\], lora_B \[48, 4\]\) adapts a \[48, 48\] weight, the base's is "

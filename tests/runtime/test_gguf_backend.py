@@ -15,7 +15,7 @@ import pytest
 
 from owlkit.errors import NotFound, Refused, UsageError
 from owlkit.runtime.backend import BackendOptions, Event, QueueFull, Request, Sampling, generate
-from owltest import SMOLLM_GGUF, need
+from owltest import SMOLLM_GGUF, build_adapter, need
 
 llama_cpp = pytest.importorskip(
     "llama_cpp", reason="the gguf backend needs llama-cpp-python (the gguf extra)"
@@ -35,14 +35,13 @@ def smol(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from owlkit.importer import import_path
     from owlkit.recipes.convert import ConvertParams, convert
     from owlkit.store import open_store
-    from quantize.test_gguf_lora import make_adapter
 
     gguf = need(SMOLLM_GGUF)
     tmp = tmp_path_factory.mktemp("smol")
     store = open_store(tmp / "home", write=True)
     import_path(store, gguf, name="smollm2")
     convert(store, "smollm2", ConvertParams(dtype="bfloat16"))
-    adapter = make_adapter(store.checkout(store.find("smollm2-hf").digest), tmp / "lora", r=4, lora_alpha=8)
+    adapter = build_adapter(store.checkout(store.find("smollm2-hf").digest), tmp / "lora", seed=7)
     config = json.loads((adapter / "adapter_config.json").read_text())
     (adapter / "adapter_config.json").write_text(
         json.dumps({**config, "base_model_name_or_path": "smollm2-hf"})

@@ -3,38 +3,22 @@ lengths, mixed LoRA adapters, a DoRA adapter), logprobs equal transformers' own,
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
 import pytest
 
 from owlkit.runtime.backend import Event, QueueFull, Request, Sampling, generate, open_backend
+from owltest import build_adapter
 
 GREEDY = Sampling(max_tokens=12, temperature=0)
 
 
 @pytest.fixture(scope="module")
 def tiny_dora(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Path:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    out = tmp_path_factory.mktemp("dora") / "tiny-dora"
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
-    peft_model = get_peft_model(
-        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], use_dora=True)
+    return build_adapter(
+        tiny_llama, tmp_path_factory.mktemp("dora") / "tiny-dora", "tiny-llama", seed=5, use_dora=True
     )
-    torch.manual_seed(5)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    peft_model.save_pretrained(out)
-    cfg = json.loads((out / "adapter_config.json").read_text())
-    cfg["base_model_name_or_path"] = "tiny-llama"
-    (out / "adapter_config.json").write_text(json.dumps(cfg))
-    return out
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from owltest import build_tokenizer, tiny_llama_model
+from owltest import build_adapter, build_tokenizer, tiny_llama_model
 
 EVIL_TEMPLATE = (
     "{{ ''.__class__.__mro__[1].__subclasses__() }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
@@ -51,37 +51,17 @@ def _variant(src: Path, dst: Path, *, license_tag: str | None = None, template: 
     return dst
 
 
-def _build_adapter(base: Path, out: Path, base_name: str, *, dora: bool, seed: int) -> Path:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(base)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], use_dora=dora)
-    peft_model = get_peft_model(model, config)
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    peft_model.save_pretrained(out)
-    cfg = json.loads((out / "adapter_config.json").read_text())
-    cfg["base_model_name_or_path"] = base_name
-    (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
-    return out
-
-
 @pytest.fixture(scope="session")
 def serve_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("serve")
     base = _build_base(root / "tiny")
-    lora = _build_adapter(base, root / "lora", "tiny", dora=False, seed=3)
+    lora = build_adapter(base, root / "lora", "tiny", seed=3)
     return {
         "tiny": base,
         "lora": lora,
-        "dora": _build_adapter(base, root / "dora", "tiny", dora=True, seed=4),
+        "dora": build_adapter(base, root / "dora", "tiny", use_dora=True, seed=4),
         "lora-nc": _variant(lora, root / "lora-nc", license_tag="cc-by-nc-4.0"),
-        "lora-on-nc": _build_adapter(base, root / "lora-on-nc", "nc", dora=False, seed=5),
+        "lora-on-nc": build_adapter(base, root / "lora-on-nc", "nc", seed=5),
         "evil": _variant(base, root / "evil", template=EVIL_TEMPLATE),
         "nc": _variant(base, root / "nc", license_tag="cc-by-nc-4.0"),
         "unlicensed": _variant(base, root / "unlicensed", license_tag=""),

@@ -32,7 +32,8 @@ TOL = 1e-4
 
 # Two lm_eval processes cost about 55 s of CPU (each spends ~20 s importing and indexing lm_eval's ~14,000
 # task YAMLs before it reads ours): 35 s of wall time on two idle cores, 70-100 s on a busy machine.
-pytestmark = [pytest.mark.realmodel, pytest.mark.slow]
+# It stays in the default suite: it is the one check that an evaluation harness reads the server right.
+pytestmark = [pytest.mark.realmodel]
 
 
 def _need_lm_eval() -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from owlkit.cli.model_cmds import Seed, Temperature, TopP
 from owlkit.cli.render import console, err_console
 from owlkit.errors import OwlError, UsageError
 from owlkit.store import open_store
@@ -54,9 +55,9 @@ def chat_cmd(
     max_tokens: Annotated[
         int, typer.Option("--max-tokens", min=1, max=32768, help="Most tokens per reply.")
     ] = 512,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=5.0, help="0 = greedy.")] = 0.0,
-    top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0)] = 1.0,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed for sampling.")] = None,
+    temperature: Temperature = 0.0,
+    top_p: TopP = 1.0,
+    seed: Seed = None,
 ) -> None:
     """Chat with a model in the terminal, streaming its replies; /help lists the commands.
 

@@ -49,6 +49,12 @@ def convert_cmd(
     )
 
 
+# Sampling options shared by `owl run` and `owl chat`.
+Temperature = Annotated[float, typer.Option("--temperature", min=0.0, max=5.0, help="0 = greedy.")]
+TopP = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0)]
+Seed = Annotated[int | None, typer.Option("--seed", help="Seed for sampling.")]
+
+
 def run_cmd(
     ref: Annotated[str, typer.Argument(help="A model or adapter: NAME[:TAG] or digest prefix.")],
     prompt: Annotated[str, typer.Argument(help="The prompt (use '-' to read standard input).")],
@@ -59,9 +65,9 @@ def run_cmd(
     max_tokens: Annotated[
         int, typer.Option("--max-tokens", min=1, max=32768, help="Tokens to generate.")
     ] = 128,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=5.0, help="0 = greedy.")] = 0.0,
-    top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0)] = 1.0,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed for sampling.")] = None,
+    temperature: Temperature = 0.0,
+    top_p: TopP = 1.0,
+    seed: Seed = None,
     base: Annotated[
         str | None, typer.Option("--base", help="For an adapter: another model of the same base identity.")
     ] = None,
