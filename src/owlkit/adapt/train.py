@@ -51,6 +51,8 @@ from owlkit.errors import InvalidFile, UsageError, missing_extra
 if TYPE_CHECKING:
     import torch
 
+    from owlkit.adapt.ddp import Group
+
 METHODS = ("lora", "dora", "qlora", "full")
 SCHEDULES = ("cosine", "linear", "constant")
 # Params that may change between a run and its resume: they decide how long to go and what to record,
@@ -109,6 +111,8 @@ class TuneParams:
     """Clip the gradient norm to this (0: no clipping)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
+    nproc: int = 1
+    """Data-parallel processes (DDP); batch_size stays the global micro-batch, split evenly over them."""
 
     def __post_init__(self) -> None:
         def bad(flag: str, why: str) -> UsageError:
@@ -118,7 +122,7 @@ class TuneParams:
             raise bad("method", f"{self.method!r} is not one of {', '.join(METHODS)}")
         if self.schedule not in SCHEDULES:
             raise bad("schedule", f"{self.schedule!r} is not one of {', '.join(SCHEDULES)}")
-        for name in ("r", "epochs", "batch_size", "grad_accum", "seq_len"):
+        for name in ("r", "epochs", "batch_size", "grad_accum", "seq_len", "nproc"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad(name, f"must be a whole number >= 1, not {value!r}")
@@ -148,6 +152,12 @@ class TuneParams:
                 raise bad("targets", 'give module names or "all-linear"')
         elif not self.targets or not all(isinstance(t, str) and t for t in self.targets):
             raise bad("targets", 'give module names or "all-linear"')
+        if self.batch_size % self.nproc:
+            raise bad(
+                "nproc",
+                f"--batch-size {self.batch_size} does not split evenly over {self.nproc} processes; "
+                f"use a batch size divisible by {self.nproc}",
+            )
         if self.method == "full" and (self.targets != "all-linear" or self.rslora or self.dropout):
             raise bad("method", "full trains every weight; drop --targets, --rslora and --dropout")
 
@@ -199,6 +209,12 @@ class TrainResult:
     deterministic: bool = False
     notes: list[str] = field(default_factory=list)
     """What the run did differently from what was asked, in a sentence each (e.g. no paged optimizer)."""
+    world_size: int = 1
+    """Data-parallel processes; with more than one, num_threads is the total split over them."""
+    rank: int = 0
+    """This process's rank: only rank 0 writes the output (and stores it)."""
+    threads_per_rank: int | None = None
+    """Torch threads each rank used (data-parallel runs only)."""
 
 
 # ---------------------------------------------------------------- setup
@@ -339,16 +355,22 @@ def _loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
     return loss, int(keep.sum())
 
 
-def _eval_loss(model: Any, batches: list[dict[str, torch.Tensor]]) -> float | None:
+def _eval_loss(
+    model: Any, batches: list[dict[str, torch.Tensor]], group: Group | None = None
+) -> float | None:
+    """Mean eval loss per label; with a group, each rank evaluates its slice and the sums are added up."""
     import torch
 
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
         for batch in batches:
-            loss, n = _loss_sum(model, batch)
+            loss, n = _loss_sum(model, group.shard(batch) if group else batch)
             total, count = total + float(loss), count + n
     model.train()
+    if group is not None:
+        total, summed = group.all_sum([total, float(count)])
+        count = round(summed)
     return total / count if count else None
 
 
@@ -393,8 +415,11 @@ def _load_checkpoint(ckpt: Path, model: Any, optimizer: Any, params: TuneParams)
     from safetensors.torch import load_file
 
     meta = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+    defaults = TuneParams().as_dict()  # params added since the checkpoint was written had these values
     changed = sorted(
-        k for k, v in params.as_dict().items() if k not in _RESUMABLE_CHANGES and meta["params"].get(k) != v
+        k
+        for k, v in params.as_dict().items()
+        if k not in _RESUMABLE_CHANGES and meta["params"].get(k, defaults[k]) != v
     )
     if changed:
         raise UsageError(
@@ -441,14 +466,53 @@ def train(
     ``work_dir`` holds checkpoints; ``resume`` continues from the last one. ``_stop_after`` ends the run
     after that many steps without writing ``out_dir`` (tests use it to simulate an interruption).
 
+    With ``params.nproc`` > 1 the run is data-parallel (ddp.py): started here as that many processes,
+    or, when this process is already one rank of a group (torchrun), joining it. Only rank 0 writes
+    ``out_dir`` and checkpoints; the other ranks return their result without writing.
+
     Raises UsageError (bad params or data format), InvalidFile (no usable rows), NotFound."""
-    import torch
+    from owlkit.adapt import ddp
 
     base_dir, out_dir, work_dir = Path(base_dir), Path(out_dir), Path(work_dir)
     bound_heap_retention(params.method)  # qlora: freed tensors go back to the system (memory.py)
     # Validate the data before loading weights.
     convs, report = load_examples(Path(data_path), data_format, split="train")
+    if params.nproc > 1 and ddp.launched_world() == 1:
+        return ddp.launch(
+            base_dir, Path(data_path), data_format, params, out_dir, work_dir=work_dir, base_ref=base_ref,
+            resume=resume, progress=progress, _stop_after=_stop_after,
+        )  # fmt: skip
+    group = ddp.join(params)
+    try:
+        return _train(
+            group, convs, report, base_dir, data_path, params, out_dir, work_dir, base_ref, resume, progress,
+            _stop_after,
+        )  # fmt: skip
+    finally:
+        if group is not None:
+            group.close()
+
+
+def _train(
+    group: Group | None,
+    convs: Any,
+    report: Any,
+    base_dir: Path,
+    data_path: Path,
+    params: TuneParams,
+    out_dir: Path,
+    work_dir: Path,
+    base_ref: str,
+    resume: bool,
+    progress: Callable[[dict], None] | None,
+    _stop_after: int | None,
+) -> TrainResult:
+    import torch
+
+    main = group is None or group.is_main
     model, tokenizer = _load(base_dir, params)
+    if group is not None and group.device.type != "cpu":
+        model.to(group.device)
     template = None if params.template == "alpaca" else (params.template or tokenizer.chat_template)
     examples = encode_all(convs, tokenizer, template=template, max_len=params.seq_len, report=report)
     if not examples:
@@ -462,6 +526,7 @@ def train(
     if n_eval >= len(examples):
         raise UsageError(f"--eval-split {params.eval_split} leaves no training example of {len(examples)}")
     eval_idx, train_idx = split[:n_eval], sorted(split[n_eval:])
+    # The global micro-batches, the same on every rank (a rank trains on its slice of each).
     eval_batches = _micro_batches([examples[i] for i in eval_idx], params, pad_id)
     per_epoch = len(_micro_batches([examples[i] for i in train_idx], params, pad_id))
     total = params.steps or math.ceil(params.epochs * per_epoch / params.grad_accum)
@@ -490,24 +555,29 @@ def train(
             step, tokens, log = meta["step"], meta["tokens"], meta["log"]
             initial_eval = meta.get("initial_eval_loss")
         elif eval_batches:
-            initial_eval = _eval_loss(model, eval_batches)
+            initial_eval = _eval_loss(model, eval_batches, group)
         batches = stream()
         for _ in range(step * params.grad_accum):  # the micro-batches already trained on
             next(batches)
         model.train()
+        ddp_model = group.wrap(model) if group is not None else None
         started, run_tokens, eval_loss = time.perf_counter(), 0, None
         while step < total and (_stop_after is None or step < _stop_after):
             lr = get_lr(step, total, params)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = lr
             micro = [next(batches) for _ in range(params.grad_accum)]
             n_labels = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
             loss_total = 0.0
-            for batch in micro:  # token-weighted mean over the whole step
-                loss, _ = _loss_sum(model, batch)
-                (loss / max(n_labels, 1)).backward()
-                loss_total += float(loss.detach())
-                run_tokens += int(batch["n_tokens"])
+            if group is None:
+                for batch in micro:  # token-weighted mean over the whole step
+                    loss, _ = _loss_sum(model, batch)
+                    (loss / max(n_labels, 1)).backward()
+                    loss_total += float(loss.detach())
+                    run_tokens += int(batch["n_tokens"])
+            else:
+                loss_total = _ddp_micro_steps(group, ddp_model, micro, n_labels, params.seed, step)
+                run_tokens += sum(int(b["n_tokens"]) for b in micro)
             if params.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(list(_trainable(model).values()), params.max_grad_norm)
             optimizer.step()
@@ -516,9 +586,9 @@ def train(
             tokens_now = tokens + run_tokens
             entry = {"step": step, "loss": loss_total / max(n_labels, 1), "lr": lr, "tokens": tokens_now}
             if eval_batches and ((params.eval_every and step % params.eval_every == 0) or step == total):
-                entry["eval_loss"] = eval_loss = _eval_loss(model, eval_batches)
+                entry["eval_loss"] = eval_loss = _eval_loss(model, eval_batches, group)
             log.append(entry)
-            if progress is not None:
+            if progress is not None and main:
                 progress(
                     {
                         **entry,
@@ -526,7 +596,7 @@ def train(
                         "tokens_per_s": run_tokens / max(time.perf_counter() - started, 1e-9),
                     }
                 )
-            if params.save_every and step % params.save_every == 0:
+            if params.save_every and step % params.save_every == 0 and main:
                 state = {
                     "step": step,
                     "tokens": tokens_now,
@@ -536,7 +606,7 @@ def train(
                 }
                 _save_checkpoint(work_dir, model, optimizer, state)
         elapsed = max(time.perf_counter() - started, 1e-9)
-        if _stop_after is None or step >= total:
+        if (_stop_after is None or step >= total) and main:
             _save(model, tokenizer, params, out_dir, base_ref)
     finally:
         torch.use_deterministic_algorithms(deterministic_was)
@@ -548,10 +618,31 @@ def train(
         initial_eval_loss=initial_eval,
         final_eval_loss=eval_loss,
         tokens_per_s=run_tokens / elapsed,
-        num_threads=torch.get_num_threads(),
+        num_threads=group.threads_total if group else torch.get_num_threads(),
         deterministic=True,
         notes=notes,
+        world_size=group.world_size if group else 1,
+        rank=group.rank if group else 0,
+        threads_per_rank=torch.get_num_threads() if group else None,
     )
+
+
+def _ddp_micro_steps(
+    group: Group, ddp_model: Any, micro: list[dict[str, torch.Tensor]], n_labels: int, seed: int, step: int
+) -> float:
+    """One optimizer step's forward and backward passes on this rank's slices; the global loss sum.
+
+    DDP averages gradients over ranks, so each rank's loss is scaled by world_size / n_labels (the
+    step's global label count): the average is the one-process token-weighted mean."""
+    group.reseed(seed, step)
+    scale = group.world_size / max(n_labels, 1)
+    loss_sum = 0.0
+    for i, batch in enumerate(micro):
+        with group.sync(ddp_model, last=i == len(micro) - 1):
+            loss, _ = ddp_model(group.shard(batch))
+            (loss * scale).backward()
+        loss_sum += float(loss.detach())
+    return group.all_sum([loss_sum])[0]
 
 
 # ---------------------------------------------------------------- save
@@ -572,4 +663,8 @@ def _save(model: Any, tokenizer: Any, params: TuneParams, out_dir: Path, base_re
     path = out_dir / "adapter_config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = base_ref or None
+    if isinstance(config.get("target_modules"), list):
+        # PEFT writes "all-linear" expanded from a set, in an order that changes with each process's
+        # string hashing: sorted, the same training gives the same bytes in any process.
+        config["target_modules"] = sorted(config["target_modules"])
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")

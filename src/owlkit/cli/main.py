@@ -75,11 +75,13 @@ def _register() -> None:
     from owlkit.cli import (
         chat_cmds,
         data_cmds,
+        diff_cmds,
         eval_cmds,
         merge_cmds,
         model_cmds,
         openness_cmds,
         quantize_cmds,
+        rebuild_cmds,
         serve_cmds,
         store_cmds,
         terms_cmds,
@@ -97,6 +99,8 @@ def _register() -> None:
     terms_cmds.register(app)
     serve_cmds.register(app)
     chat_cmds.register(app)
+    rebuild_cmds.register(app)
+    diff_cmds.register(app)
 
 
 # owl never downloads at run time (every model comes from the store), and our own progress and

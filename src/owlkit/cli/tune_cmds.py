@@ -96,6 +96,14 @@ def tune_cmd(
         typer.Option("--template", help="alpaca, or leave unset for the base's own chat template."),
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for data order and init.")] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc",
+            help="Data-parallel training processes (DDP); --batch-size stays global and must divide by it. "
+            "Under torchrun: its WORLD_SIZE.",
+        ),
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="A YAML file with the same keys.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
     name: Annotated[str | None, typer.Option("--name", "-n", help="NAME[:TAG] of the result.")] = None,
@@ -107,6 +115,7 @@ def tune_cmd(
     """
     from dataclasses import fields, replace
 
+    from owlkit.adapt import ddp
     from owlkit.adapt.train import TuneParams
     from owlkit.recipes.tune import tune
     from owlkit.store import open_store
@@ -116,16 +125,20 @@ def tune_cmd(
         "warmup": warmup, "schedule": schedule, "epochs": epochs, "steps": steps, "batch_size": batch_size,
         "grad_accum": grad_accum, "seq_len": seq_len, "packing": packing,
         "grad_checkpointing": grad_checkpointing, "eval_split": eval_split, "eval_every": eval_every,
-        "save_every": save_every, "template": template, "seed": seed,
+        "save_every": save_every, "template": template, "seed": seed, "nproc": nproc,
         "targets": (targets if targets == "all-linear" else targets.split(",")) if targets else None,
     }  # fmt: skip
     params = TuneParams.from_yaml(config) if config else TuneParams()
     known = {f.name for f in fields(TuneParams)}
+    if nproc is None and ddp.launched_world() > 1:  # under torchrun: the group it started
+        given["nproc"] = ddp.launched_world()
     params = replace(params, **{k: v for k, v in given.items() if v is not None and k in known})
     started = time.perf_counter()
     store = open_store(write=True)
-    with training_progress(enabled=not as_json) as progress:
+    with training_progress(enabled=not as_json and ddp.launched_rank() == 0) as progress:
         digest = tune(store, base, data, params, name=name, resume=resume, progress=progress)
+    if not digest:  # a torchrun rank other than 0: rank 0 reports
+        return
     rec = store.get(digest)
     training = rec.side.get("training", {})
     if as_json:

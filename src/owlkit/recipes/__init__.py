@@ -7,11 +7,18 @@ recipe's output folder becomes an artifact.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
+import shutil
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from owlkit.formats.base import Inspected
@@ -29,13 +36,66 @@ def environment() -> dict[str, Any]:
             libs[lib] = metadata.version(lib)
         except metadata.PackageNotFoundError:
             continue
-    return {
+    env: dict[str, Any] = {
         "libraries": libs,
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
+        **_cpu(),
     }
+    torch = sys.modules.get("torch")  # only when the recipe used it: recording must not import it
+    if torch is not None:
+        env["threads"] = torch.get_num_threads()
+        env["deterministic_algorithms"] = torch.are_deterministic_algorithms_enabled()
+    return env
+
+
+# The instruction sets whose presence changes which kernels torch, oneDNN and ggml pick (and so the
+# rounding of their results); the full flag list holds many that do not matter.
+_SIMD = ("sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+         "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8", "amx_tile", "asimd", "sve", "sve2")  # fmt: skip
+
+
+def _cpu() -> dict[str, Any]:
+    """The CPU model and its SIMD flags, from /proc/cpuinfo (Linux); empty elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return {}
+    model, flags = None, set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "Model") and model is None:
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    return {"cpu_model": model, "cpu_flags": [f for f in _SIMD if f in flags]}
+
+
+_capture: Path | None = None  # set by `owl rebuild`'s child: recipe outputs go here, not into the store
+
+
+@contextmanager
+def capture_outputs(folder: Path) -> Iterator[None]:
+    """While active, :func:`store_output` writes the output's files, manifest and side record under
+    ``folder`` (``files/``, ``manifest.json``, ``side.json``) instead of committing it: `owl rebuild`
+    compares a re-derived artifact without adding it to the store."""
+    global _capture
+    _capture = folder
+    try:
+        yield
+    finally:
+        _capture = None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def make_recipe(name: str, params: Any, inputs: dict[str, str], seed: int | None = None) -> Recipe:
@@ -54,6 +114,9 @@ def store_output(
     started: float,
 ) -> str:
     """Hash a recipe's output (described by a format reader) into the store and commit it."""
+    side = {**side, "inputs": _inputs_side(store, recipe)}
+    if _capture is not None:
+        return _captured(ins, recipe, parents, license, side, started)
     with store.session() as s:
         files = []
         for rel in ins.files:
@@ -77,6 +140,36 @@ def store_output(
             "seconds": round(time.time() - started, 3),
         }
         return store.commit(manifest, full_side, name=name)
+
+
+def _inputs_side(store: Store, recipe: Recipe) -> dict[str, Any]:
+    """Each input's name and origin when the recipe ran, so a rebuild can say where a missing one came from."""
+    out = {}
+    for role, digest in recipe.inputs.items():
+        try:
+            rec = store.get(digest)
+        except Exception:  # an input removed meanwhile: its digest is still in the recipe
+            continue
+        out[role] = {"digest": digest, "name": rec.name, "origin": rec.side.get("origin")}
+    return out
+
+
+def _captured(
+    ins: Inspected, recipe: Recipe, parents: list[Parent], license: str, side: dict[str, Any], started: float
+) -> str:
+    assert _capture is not None
+    files = []
+    for rel in ins.files:
+        src, dest = ins.path_of(rel), _capture / "files" / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        files.append(FileEntry(rel, dest.stat().st_size, _sha256(dest)))
+    manifest = Manifest(kind=ins.kind, format=ins.format, files=files, facts=ins.facts, license=license,
+                        parents=parents, recipe=recipe)  # fmt: skip
+    full_side = {**ins.side, **side, "environment": environment(), "seconds": round(time.time() - started, 3)}
+    (_capture / "manifest.json").write_text(json.dumps(manifest.to_json(), indent=1, sort_keys=True))
+    (_capture / "side.json").write_text(json.dumps(full_side, indent=1, sort_keys=True, default=str))
+    return manifest.digest()
 
 
 def inherited_license(source: Record, relation: str) -> dict[str, Any]:

@@ -49,6 +49,8 @@ def tune(
     resume: bool = False,
     progress: Any = None,
 ) -> str:
+    """Train and store the result; its digest. Under torchrun every rank calls this and only rank 0
+    stores: the other ranks return an empty string."""
     from owlkit.adapt.train import train
     from owlkit.formats.hf_folder import inspect_hf_folder
     from owlkit.formats.peft import inspect_peft
@@ -89,6 +91,8 @@ def tune(
             progress=progress,
             base_ref=upstream or base.name.split(":")[0],
         )
+        if result.rank != 0:
+            return ""  # one rank of a torchrun group: rank 0 stores the artifact
         _write_card(out, base, data, identity, params, full=full)
         ins = inspect_hf_folder(out) if full else inspect_peft(out)
         if full:
@@ -116,6 +120,12 @@ def tune(
                     "threads": result.num_threads,
                     "deterministic": result.deterministic,
                     "notes": result.notes,
+                    # only for data-parallel runs, so one-process records stay as they were
+                    **(
+                        {"world_size": result.world_size, "threads_per_rank": result.threads_per_rank}
+                        if result.world_size > 1
+                        else {}
+                    ),
                 },
             },
             name=out_name,

@@ -1,0 +1,301 @@
+"""`owl rebuild`: re-derive an artifact from its recorded recipe and prove the result bit-identical.
+
+Every derived artifact's manifest holds its recipe (name, params, input digests, seed); its side record
+holds what bit-identity depends on besides (library versions, Python, CPU model and SIMD flags, thread
+count, deterministic-algorithm setting, and for a tune the logged step count). A rebuild:
+
+1. refuses an artifact without a recipe (imported, not derived), a recipe from a newer owlkit (its
+   schema), and a recipe it does not know; names inputs missing from the store with where they came
+   from; re-hashes the inputs' files (a changed input is named, file by file) and the artifact's own;
+2. runs the recipe again in a fresh child process (``python -m owlkit.rebuild``) pinned to the recorded
+   thread count, in a fresh work directory, with the output captured instead of stored
+   (:func:`owlkit.recipes.capture_outputs`);
+3. compares the rebuilt files with the stored ones by sha256 and, for the first weights file that
+   differs, names the first differing tensor and its max abs difference; compares the step count;
+4. lists the environment facts that differ from the recorded run. When some do, a difference is
+   reported as explained by the environment rather than blamed on the recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from owlkit.errors import Corrupt, NotFound, OwlError, Refused
+from owlkit.store.manifest import RECIPE_SCHEMA, Recipe
+
+if TYPE_CHECKING:
+    from owlkit.store.store import Record, Store
+
+IDENTICAL, DIFFERENT_ENV, DIFFERENT = "identical", "different (environment differs)", "different"
+EXIT_CODES = {IDENTICAL: 0, DIFFERENT_ENV: 10, DIFFERENT: 11}
+WEIGHT_SUFFIXES = (".safetensors", ".gguf")
+
+
+def _tune(store: Store, r: Recipe) -> None:
+    from owlkit.adapt.train import TuneParams
+    from owlkit.recipes.tune import tune
+
+    tune(store, r.inputs["base"], r.inputs["data"], TuneParams(**r.params))
+
+
+def _merge(store: Store, r: Recipe) -> None:
+    from owlkit.recipes.merge import MergeParams, merge
+
+    merge(store, r.inputs["base"], r.inputs["adapter"], MergeParams(**r.params))
+
+
+def _convert(store: Store, r: Recipe) -> None:
+    from owlkit.recipes.convert import ConvertParams, convert
+
+    convert(store, r.inputs["source"], ConvertParams(**r.params))
+
+
+def _quantize(store: Store, r: Recipe) -> None:
+    from owlkit.recipes.quantize import EvalSettings, QuantizeParams, quantize
+
+    p = QuantizeParams(**r.params)  # the drift measurement is a report, not part of the artifact
+    quantize(store, r.inputs["source"], [p.to], from_dequantized=p.from_dequantized,
+             evaluation=EvalSettings(enabled=False))  # fmt: skip
+
+
+def _demo_data(store: Store, r: Recipe) -> None:
+    from owlkit.recipes.demo_data import DemoDataParams, demo_data
+
+    demo_data(store, DemoDataParams(**r.params))
+
+
+def _merge_adapters(store: Store, r: Recipe) -> None:
+    from owlkit.recipes.merge_adapters import MergeAdaptersParams, merge_adapters
+
+    adapters = [r.inputs[k] for k in sorted(r.inputs, key=_adapter_order) if k.startswith("adapter")]
+    merge_adapters(store, adapters, MergeAdaptersParams(**r.params))
+
+
+def _adapter_order(role: str) -> int:
+    digits = role.removeprefix("adapter")
+    return int(digits) if digits.isdigit() else 0
+
+
+RECIPES: dict[str, Callable[[Store, Recipe], None]] = {
+    "tune": _tune,
+    "merge": _merge,
+    "convert": _convert,
+    "quantize": _quantize,
+    "demo-data": _demo_data,
+    "merge-adapters": _merge_adapters,
+}
+
+
+@dataclass
+class Report:
+    ref: str
+    digest: str
+    recipe: str
+    verdict: str = IDENTICAL
+    files: dict[str, str] = field(default_factory=dict)  # path -> "same" | "differs" | "missing" | "extra"
+    first_difference: dict[str, Any] | None = None  # file, and tensor + max_abs for weights
+    stored_problems: list[str] = field(default_factory=list)  # the artifact's own files failing their hash
+    environment: list[str] = field(default_factory=list)  # recorded vs now, one line per fact
+    steps: dict[str, int | None] | None = None
+    rebuilt_digest: str | None = None
+    kept: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {**asdict(self), "exit_code": self.exit_code}
+
+
+def check_rebuildable(store: Store, rec: Record) -> Recipe:
+    """The artifact's recipe, or a one-line refusal saying why it cannot be rebuilt."""
+    recipe = rec.manifest.recipe
+    if recipe is None:
+        origin = rec.side.get("origin") or {}
+        where = origin.get("path") or origin.get("repo_id") or "outside owlkit"
+        raise Refused(
+            f"{rec.name} was imported ({where}), not derived by a recipe: there is nothing to rebuild"
+        )
+    if recipe.schema > RECIPE_SCHEMA:
+        made_by = ((rec.side.get("environment") or {}).get("libraries") or {}).get(
+            "owlkit", "a newer version"
+        )
+        raise Refused(
+            f"{rec.name}'s recipe has schema {recipe.schema}, written by owlkit {made_by}; this owlkit reads "
+            f"schema {RECIPE_SCHEMA} and older: upgrade owlkit to rebuild it"
+        )
+    if recipe.name not in RECIPES:
+        raise Refused(
+            f"{rec.name} was made by recipe {recipe.name!r}, which owl rebuild cannot re-run "
+            f"(it re-runs {', '.join(RECIPES)})"
+        )
+    known = (rec.side.get("inputs") or {}) if isinstance(rec.side.get("inputs"), dict) else {}
+    for role, digest in recipe.inputs.items():
+        try:
+            store.get(digest)
+        except NotFound:
+            info = known.get(role) or {}
+            name = f" ({info['name']})" if info.get("name") else ""
+            origin = info.get("origin") or {}
+            came = origin.get("path") or origin.get("repo_id") or origin.get("recipe")
+            where = f", which came from {came}" if came else ""
+            raise NotFound(
+                f"{rec.name}: its input {role} {digest[:19]}{name}{where} is not in the store: "
+                "import it again, then rebuild"
+            ) from None
+        problems = store.verify(digest)
+        if problems:
+            raise Corrupt(f"{rec.name}: its input {role} changed since the recipe ran: {problems[0]}")
+    return recipe
+
+
+def recorded_threads(rec: Record) -> int | None:
+    training = rec.side.get("training") or {}
+    env = rec.side.get("environment") or {}
+    value = training.get("threads") or env.get("threads")
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def rebuild(store: Store, ref: str, *, keep: bool = False, threads: int | None = None) -> Report:
+    """Re-derive ``ref`` in a child process and compare; see the module docstring."""
+    rec = store.find(ref)
+    recipe = check_rebuildable(store, rec)
+    report = Report(rec.name, rec.digest, recipe.name)
+    report.stored_problems = store.verify(rec.digest)
+    pinned = threads or recorded_threads(rec)
+    work = Path(tempfile.mkdtemp(prefix="owl-rebuild-"))
+    try:
+        _run_child(rec, work, pinned)
+        manifest = json.loads((work / "manifest.json").read_text())
+        side = json.loads((work / "side.json").read_text())
+        _compare(store, rec, work, manifest, report)
+        report.environment = environment_differences(rec.side, side, override=threads)
+        recorded_steps = (rec.side.get("training") or {}).get("steps")
+        if recorded_steps is not None:
+            now = (side.get("training") or {}).get("steps")
+            report.steps = {"recorded": recorded_steps, "rebuilt": now}
+            if now != recorded_steps:
+                report.environment.append(f"steps: recorded {recorded_steps}, rebuilt {now}")
+        from owlkit.store.manifest import Manifest
+
+        report.rebuilt_digest = Manifest.from_json(manifest).digest()
+        same = all(v == "same" for v in report.files.values()) and not report.stored_problems
+        if not same:
+            report.verdict = DIFFERENT_ENV if report.environment else DIFFERENT
+        if keep and report.rebuilt_digest != rec.digest:
+            report.kept = _keep(store, rec, work, manifest, side)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def _run_child(rec: Record, work: Path, threads: int | None) -> None:
+    cmd = [sys.executable, "-m", "owlkit.rebuild", rec.digest, str(work)]
+    env = dict(os.environ)
+    if threads:
+        cmd += ["--threads", str(threads)]
+        env["OMP_NUM_THREADS"] = str(threads)  # before torch starts its thread pool
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=work)
+    if proc.returncode != 0 or not (work / "manifest.json").is_file():
+        lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
+        last = lines[-1] if lines else f"exit code {proc.returncode}"
+        raise OwlError(f"rebuilding {rec.name}: the recipe {rec.manifest.recipe.name} failed: {last}")
+
+
+def _compare(store: Store, rec: Record, work: Path, manifest: dict[str, Any], report: Report) -> None:
+    stored = {f.path: f.sha256 for f in rec.manifest.files}
+    rebuilt = {f["path"]: f["sha256"] for f in manifest.get("files", [])}
+    bad = {p.split(": ")[1] for p in report.stored_problems if p.count(": ") >= 2}
+    for path in [*stored, *[p for p in rebuilt if p not in stored]]:
+        if path not in rebuilt:
+            report.files[path] = "missing"
+        elif path not in stored:
+            report.files[path] = "extra"
+        else:
+            report.files[path] = "same" if stored[path] == rebuilt[path] and path not in bad else "differs"
+    first = next((p for p, v in report.files.items() if v != "same"), None)
+    if first is None:
+        return
+    report.first_difference = {"file": first, "status": report.files[first]}
+    if report.files[first] == "differs" and first.endswith(WEIGHT_SUFFIXES):
+        from owlkit.diff import first_tensor_difference
+
+        stored_file = store.blobs.path(next(f.sha256 for f in rec.manifest.files if f.path == first))
+        diff = first_tensor_difference(stored_file, work / "files" / first)
+        if diff is not None:
+            report.first_difference.update(tensor=diff.name, max_abs=diff.max_abs, note=diff.note)
+
+
+def environment_differences(
+    recorded: dict[str, Any], now: dict[str, Any], *, override: int | None
+) -> list[str]:
+    """The facts bit-identity depends on that differ between the recorded run and the rebuild."""
+    a, b = recorded.get("environment") or {}, now.get("environment") or {}
+    out = []
+    libs_a, libs_b = a.get("libraries") or {}, b.get("libraries") or {}
+    for lib in sorted(set(libs_a) | set(libs_b)):
+        if lib != "owlkit" and libs_a.get(lib) != libs_b.get(lib):
+            out.append(f"{lib}: recorded {libs_a.get(lib) or 'absent'}, now {libs_b.get(lib) or 'absent'}")
+    for key in ("python", "machine", "cpu_model", "cpu_flags", "deterministic_algorithms"):
+        if key in a and a.get(key) != b.get(key):
+            out.append(f"{key}: recorded {a.get(key)}, now {b.get(key)}")
+    t_a = (recorded.get("training") or {}).get("threads") or a.get("threads")
+    t_b = (now.get("training") or {}).get("threads") or b.get("threads")
+    if t_a is not None and t_a != t_b:
+        why = f" (--threads {override})" if override else ""
+        out.append(f"threads: recorded {t_a}, now {t_b}{why}")
+    return out
+
+
+def _keep(store: Store, rec: Record, work: Path, manifest: dict[str, Any], side: dict[str, Any]) -> str:
+    """Store the rebuilt artifact next to the original (named NAME-rebuild)."""
+    from owlkit.store.manifest import Manifest
+    from owlkit.store.names import default_name
+
+    m = Manifest.from_json(manifest)
+    with store.session() as s:
+        for f in m.files:
+            s.put_file(work / "files" / f.path)
+        return store.commit(
+            m, {**side, "rebuild_of": rec.digest}, name=default_name(f"{rec.name.split(':')[0]}-rebuild")
+        )
+
+
+def _child(argv: list[str] | None = None) -> None:
+    """The fresh process: re-run the recipe of DIGEST with its output captured under WORK."""
+    ap = argparse.ArgumentParser(prog="python -m owlkit.rebuild")
+    ap.add_argument("digest")
+    ap.add_argument("work", type=Path)
+    ap.add_argument("--threads", type=int)
+    args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from owlkit.recipes import capture_outputs
+    from owlkit.store import open_store
+
+    store = open_store(write=True)
+    rec = store.get(args.digest)
+    try:
+        with capture_outputs(args.work):
+            RECIPES[rec.manifest.recipe.name](store, rec.manifest.recipe)
+    except OwlError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    _child()
