@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -91,3 +93,14 @@ MODEL_FACT_KEYS = (
     "chat_template_digest",  # digest_text(template) or None
     "tokenizer_digest",  # filled by owlkit.formats.tokenizer (normalised tokenizer hash) or None
 )
+
+
+def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    """Hex sha256 of a file, read in large chunks (hashlib releases the GIL above 2 KiB)."""
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(8 * 1024 * 1024):
+            h.update(chunk)
+            if progress:
+                progress(len(chunk))
+    return h.hexdigest()

@@ -30,7 +30,6 @@ Containers, decided by content the way torch decides (first four bytes ``PK\\x03
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import mmap
 import os
@@ -44,6 +43,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from owlkit.errors import InvalidFile, OwlError, Refused, missing_extra
+from owlkit.formats.base import sha256_file
 
 if TYPE_CHECKING:
     import torch
@@ -732,14 +732,6 @@ def _flatten_tensors(path: Path, obj: Any, notes: list[str]) -> dict[str, torch.
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def convert_pickle_to_safetensors(path: Path, out: Path) -> dict[str, Any]:
     """Convert a pickle checkpoint to a safetensors file at ``out`` (atomically: temp file, fsync, rename).
 
@@ -753,7 +745,7 @@ def convert_pickle_to_safetensors(path: Path, out: Path) -> dict[str, Any]:
     except ImportError as e:
         raise missing_extra("safetensors", "ml", "converting pickle checkpoints") from e
     before = _file_identity(path)
-    source_sha = _sha256(path)
+    source_sha = sha256_file(path)
     notes: list[str] = []
     tensors = load_state_dict_checked(path, notes)
     if _file_identity(path) != before:  # the digest must describe the bytes that were loaded

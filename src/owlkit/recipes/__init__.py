@@ -7,7 +7,6 @@ recipe's output folder becomes an artifact.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -21,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from owlkit.formats.base import Inspected
+from owlkit.formats.base import Inspected, sha256_file
 from owlkit.store.manifest import FileEntry, Manifest, Parent, Recipe
 from owlkit.store.store import Record, Store
 
@@ -90,14 +89,6 @@ def capture_outputs(folder: Path) -> Iterator[None]:
         _capture = None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def make_recipe(name: str, params: Any, inputs: dict[str, str], seed: int | None = None) -> Recipe:
     return Recipe(name=name, params=asdict(params), inputs=inputs, seed=seed)
 
@@ -163,7 +154,7 @@ def _captured(
         src, dest = ins.path_of(rel), _capture / "files" / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dest)
-        files.append(FileEntry(rel, dest.stat().st_size, _sha256(dest)))
+        files.append(FileEntry(rel, dest.stat().st_size, sha256_file(dest)))
     manifest = Manifest(kind=ins.kind, format=ins.format, files=files, facts=ins.facts, license=license,
                         parents=parents, recipe=recipe)  # fmt: skip
     full_side = {**ins.side, **side, "environment": environment(), "seconds": round(time.time() - started, 3)}

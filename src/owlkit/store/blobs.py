@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from owlkit.errors import Corrupt, UsageError
+from owlkit.formats.base import sha256_file
 
 CHUNK = 8 * 1024 * 1024  # large buffers: fewer syscalls, hashlib releases the GIL above 2 KiB
 _HEX = re.compile(r"[0-9a-f]{64}")
@@ -105,13 +106,7 @@ class Blobs:
                     yield hexdigest, f
 
     def hash_file(self, path: Path, progress: Callable[[int], None] | None = None) -> str:
-        h = hashlib.sha256()
-        with open(path, "rb", buffering=0) as f:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-                if progress:
-                    progress(len(chunk))
-        return h.hexdigest()
+        return sha256_file(path, progress)
 
     def verify(self, hexdigest: str, progress: Callable[[int], None] | None = None) -> None:
         """Re-hash one blob; raise Corrupt when it is missing or its content changed."""
