@@ -138,3 +138,17 @@ def test_qlora_and_full_tunes_rebuild_identically(
     assert owl("tune", "tiny-llama", "data", "--method", method, *TUNE, "--name", "t").code == 0
     code, report = rebuild(owl, "t")
     assert code == 0 and report["verdict"] == "identical", report
+
+
+def test_merge_adapters_rebuilds_identically(owl, tuned: str, tiny_llama: Path, tmp_path: Path) -> None:
+    from owltest import build_adapter
+
+    other = build_adapter(
+        tiny_llama, tmp_path / "other", "tiny-llama", seed=9, r=4, target_modules="all-linear"
+    )
+    assert owl("import", other, "--name", "other").code == 0
+    r = owl("merge-adapters", tuned, "other", "--weights", "0.7,0.3", "--method", "dare_ties", "--seed", "3",
+            "--name", "combo")  # fmt: skip
+    assert r.code == 0, r.err
+    code, report = rebuild(owl, "combo")
+    assert code == 0 and report["verdict"] == "identical", report

@@ -77,6 +77,7 @@ def _register() -> None:
         data_cmds,
         diff_cmds,
         eval_cmds,
+        merge_adapters_cmds,
         merge_cmds,
         model_cmds,
         openness_cmds,
@@ -93,6 +94,7 @@ def _register() -> None:
     tune_cmds.register(app)
     data_cmds.register(app)
     merge_cmds.register(app)
+    merge_adapters_cmds.register(app)
     eval_cmds.register(app)
     quantize_cmds.register(app)
     openness_cmds.register(app)

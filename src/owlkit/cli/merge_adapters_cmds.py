@@ -1,0 +1,81 @@
+"""`owl merge-adapters`: stored LoRA adapters of one base combined into one adapter (PEFT's weighted
+combinations), stored with `adapter_of` and `merged_from` edges."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from owlkit.cli.render import console, err_console, print_json
+from owlkit.errors import UsageError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("merge-adapters")(merge_adapters_cmd)
+
+
+def parse_weights(values: list[str]) -> list[float]:
+    """``--weights 0.5,0.5`` or ``--weights 0.5 --weights 0.5`` (or both) -> [0.5, 0.5]."""
+    out = []
+    for value in values:
+        for part in value.split(","):
+            try:
+                out.append(float(part.strip()))
+            except ValueError:
+                raise UsageError(f"--weights {value!r}: {part.strip()!r} is not a number") from None
+    return out
+
+
+def merge_adapters_cmd(
+    adapters: Annotated[
+        list[str],
+        typer.Argument(help="Two or more PEFT LoRA adapters: NAME[:TAG], digest prefix, or folder."),
+    ],
+    weights: Annotated[
+        list[str],
+        typer.Option("--weights", "-w", help="One weight per adapter: 0.5,0.5 or repeated --weights."),
+    ],
+    method: Annotated[str, typer.Option("--method", help="linear (equal ranks), svd, ties or dare_ties.")],
+    density: Annotated[
+        float | None, typer.Option("--density", help="ties / dare_ties: fraction of values kept (0.5).")
+    ] = None,
+    svd_rank: Annotated[
+        int | None, typer.Option("--svd-rank", help="svd: rank of the result (default: largest input).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for dare_ties' random masks.")] = 0,
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", help="NAME[:TAG] of the result (default: FIRST-METHOD).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Combine LoRA adapters of one base into one adapter with PEFT's add_weighted_adapter.
+
+    Example: owl merge-adapters chat-lora code-lora --weights 0.7,0.3 --method svd --name mixed
+    """
+    from owlkit.recipes.merge_adapters import MergeAdaptersParams, merge_adapters
+    from owlkit.store import open_store
+
+    params = MergeAdaptersParams(
+        weights=parse_weights(weights), method=method, density=density, svd_rank=svd_rank, seed=seed
+    )
+    if len(params.weights) != len(adapters):
+        raise UsageError(
+            f"{len(params.weights)} weights for {len(adapters)} adapters: give one weight per adapter"
+        )
+    started = time.perf_counter()
+    store = open_store(write=True)
+    with console.status(f"combining {len(adapters)} adapters ({method})…"):
+        digest = merge_adapters(store, adapters, params, name=name)
+    rec = store.get(digest)
+    warnings = rec.side.get("warnings") or []
+    if as_json:
+        print_json({"digest": digest, "names": rec.tags, "warnings": warnings})
+        return
+    for w in warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {w}")
+    console.print(
+        f"combined {', '.join(adapters)} ({method}) -> [bold]{rec.name}[/bold] {digest[:19]} "
+        f"in {time.perf_counter() - started:.1f}s"
+    )
