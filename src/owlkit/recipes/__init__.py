@@ -133,6 +133,11 @@ def store_output(
         return store.commit(manifest, full_side, name=name)
 
 
+def capturing() -> bool:
+    """Whether outputs are being captured for `owl rebuild` rather than stored."""
+    return _capture is not None
+
+
 def _inputs_side(store: Store, recipe: Recipe) -> dict[str, Any]:
     """Each input's name and origin when the recipe ran, so a rebuild can say where a missing one came from."""
     out = {}

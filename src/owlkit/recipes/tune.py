@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from owlkit.errors import Refused
-from owlkit.recipes import derived_origin, inherited_license, make_recipe, store_output
+from owlkit.recipes import capturing, derived_origin, inherited_license, make_recipe, store_output
 from owlkit.store.lineage import base_identity
 from owlkit.store.manifest import Parent, canonical_json
 from owlkit.store.names import default_name, parse_name
@@ -77,8 +77,9 @@ def tune(
     upstream = (base.side.get("origin") or {}).get("repo_id")
     # Resume state outlives one process (a crash, Ctrl-C) but belongs to exactly these inputs and params.
     key = hashlib.sha256(canonical_json([base.digest, data.digest, asdict(params)])).hexdigest()[:16]
-    work = store.home / "runs" / key
     with store.session() as scratch:
+        # A rebuild trains in its own fresh folder: the original run's checkpoints stay out of reach.
+        work = scratch.dir / "run" if capturing() else store.home / "runs" / key
         out = scratch.dir / "out"
         result = train(
             store.checkout(base.digest),
