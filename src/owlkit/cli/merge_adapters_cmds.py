@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from owlkit.cli.render import console, err_console, print_json
+from owlkit.cli.render import console, print_stored
 from owlkit.errors import UsageError
 
 
@@ -68,14 +68,4 @@ def merge_adapters_cmd(
     store = open_store(write=True)
     with console.status(f"combining {len(adapters)} adapters ({method})…"):
         digest = merge_adapters(store, adapters, params, name=name)
-    rec = store.get(digest)
-    warnings = rec.side.get("warnings") or []
-    if as_json:
-        print_json({"digest": digest, "names": rec.tags, "warnings": warnings})
-        return
-    for w in warnings:
-        err_console.print(f"[yellow]warning:[/yellow] {w}")
-    console.print(
-        f"combined {', '.join(adapters)} ({method}) -> [bold]{rec.name}[/bold] {digest[:19]} "
-        f"in {time.perf_counter() - started:.1f}s"
-    )
+    print_stored(store, digest, f"combined {', '.join(adapters)} ({method})", started, as_json=as_json)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from owlkit.cli.render import console, err_console, print_json
+from owlkit.cli.render import console, print_stored
 
 
 def register(app: typer.Typer) -> None:
@@ -40,14 +40,4 @@ def merge_cmd(
     store = open_store(write=True)
     with console.status(f"merging {adapter} into {base} ({dtype})…"):
         digest = merge(store, base, adapter, params, name=name)
-    rec = store.get(digest)
-    warnings = rec.side.get("warnings") or []
-    if as_json:
-        print_json({"digest": digest, "names": rec.tags, "warnings": warnings})
-        return
-    for w in warnings:
-        err_console.print(f"[yellow]warning:[/yellow] {w}")
-    console.print(
-        f"merged {adapter} into {base} -> [bold]{rec.name}[/bold] {digest[:19]} "
-        f"in {time.perf_counter() - started:.1f}s"
-    )
+    print_stored(store, digest, f"merged {adapter} into {base}", started, as_json=as_json)

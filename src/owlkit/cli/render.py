@@ -87,3 +87,18 @@ def _bar(description: str, total: int, *columns: Any) -> Iterator[Any]:
     ) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+def print_stored(store: Any, digest: str, done: str, started: float, *, as_json: bool) -> None:
+    """How a command that stored one artifact ends: JSON for scripts, else its warnings and one line
+    ``DONE -> NAME DIGEST in Ns``."""
+    import time
+
+    rec = store.get(digest)
+    warnings = rec.side.get("warnings") or []
+    if as_json:
+        print_json({"digest": digest, "names": rec.tags, "warnings": warnings})
+        return
+    for w in warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {w}")
+    console.print(f"{done} -> [bold]{rec.name}[/bold] {digest[:19]} in {time.perf_counter() - started:.1f}s")

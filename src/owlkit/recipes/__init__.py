@@ -168,6 +168,15 @@ def _captured(
     return manifest.digest()
 
 
+def write_card(folder: Path, meta: dict[str, Any], body: str) -> None:
+    """A model card: YAML front matter (sorted keys, so the same inputs give the same bytes) + Markdown."""
+    import yaml
+
+    (folder / "README.md").write_text(
+        "---\n" + yaml.safe_dump(meta, sort_keys=True) + "---\n" + body, encoding="utf-8"
+    )
+
+
 def inherited_license(source: Record, relation: str) -> dict[str, Any]:
     lic = dict(source.side.get("license") or {})
     lic["id"] = source.manifest.license

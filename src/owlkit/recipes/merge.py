@@ -13,11 +13,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from owlkit.adapt.merge import MERGE_DTYPES
 from owlkit.errors import Refused, UsageError
-from owlkit.recipes import derived_origin, inherited_license, make_recipe, store_output
+from owlkit.recipes import derived_origin, inherited_license, make_recipe, store_output, write_card
 from owlkit.recipes.tune import resolve_input
 from owlkit.store.lineage import check_adapter_applies
 from owlkit.store.manifest import Parent
@@ -110,6 +108,4 @@ def _write_card(out: Path, base: Record, adapter: Record) -> None:
         f"`{adapter.name}` merged into the weights of `{base.name}` by owlkit. The digests above identify\n"
         "the exact inputs; `owl show` lists the recipe.\n"
     )
-    (out / "README.md").write_text(
-        "---\n" + yaml.safe_dump(meta, sort_keys=True) + "---\n" + body, encoding="utf-8"
-    )
+    write_card(out, meta, body)

@@ -14,11 +14,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from owlkit.adapt.combine import DENSITY_METHODS, METHODS
 from owlkit.errors import Refused, UsageError
-from owlkit.recipes import derived_origin, inherited_license, make_recipe, store_output
+from owlkit.recipes import derived_origin, inherited_license, make_recipe, store_output, write_card
 from owlkit.recipes.tune import card_license, resolve_input
 from owlkit.store.lineage import adapter_base, base_identity, check_adapter_applies
 from owlkit.store.manifest import Parent
@@ -178,6 +176,4 @@ def _write_card(
         f"| adapter | weight |\n|---|---|\n{rows}\n\n"
         "The digests above identify the exact inputs; `owl show` lists the recipe.\n"
     )
-    (out / "README.md").write_text(
-        "---\n" + yaml.safe_dump(meta, sort_keys=True) + "---\n" + body, encoding="utf-8"
-    )
+    write_card(out, meta, body)

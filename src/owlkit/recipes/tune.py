@@ -14,10 +14,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from owlkit.errors import Refused
-from owlkit.recipes import capturing, derived_origin, inherited_license, make_recipe, store_output
+from owlkit.recipes import capturing, derived_origin, inherited_license, make_recipe, store_output, write_card
 from owlkit.store.lineage import base_identity
 from owlkit.store.manifest import Parent, canonical_json
 from owlkit.store.names import default_name, parse_name
@@ -156,9 +154,7 @@ def _write_card(out: Path, base: Record, data: Record, identity: str, params: An
         f"`{data.name}` ({data.manifest.license}). The base and data digests above identify the exact inputs;\n"
         "`owl show` lists the recipe (parameters, seed, data order) and the training log.\n"
     )
-    (out / "README.md").write_text(
-        "---\n" + yaml.safe_dump(meta, sort_keys=True) + "---\n" + body, encoding="utf-8"
-    )
+    write_card(out, meta, body)
 
 
 def card_license(license_id: str) -> dict[str, str]:
