@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from owlkit.errors import Corrupt, NotFound, OwlError, Refused
-from owlkit.store.manifest import RECIPE_SCHEMA, Recipe
+from owlkit.store.manifest import RECIPE_SCHEMA, Manifest, Recipe
 
 if TYPE_CHECKING:
     from owlkit.store.store import Record, Store
@@ -142,7 +142,7 @@ def check_rebuildable(store: Store, rec: Record) -> Recipe:
             f"{rec.name} was made by recipe {recipe.name!r}, which owl rebuild cannot re-run "
             f"(it re-runs {', '.join(RECIPES)})"
         )
-    known = (rec.side.get("inputs") or {}) if isinstance(rec.side.get("inputs"), dict) else {}
+    known = rec.side.get("inputs") if isinstance(rec.side.get("inputs"), dict) else {}
     for role, digest in recipe.inputs.items():
         try:
             store.get(digest)
@@ -174,14 +174,16 @@ def rebuild(store: Store, ref: str, *, keep: bool = False, threads: int | None =
     rec = store.find(ref)
     recipe = check_rebuildable(store, rec)
     report = Report(rec.name, rec.digest, recipe.name)
-    report.stored_problems = store.verify(rec.digest)
+    hashed: dict[str, str | None] = {}  # sha256 -> None, or why the stored blob fails its hash
+    report.stored_problems = store.verify(rec.digest, hashed)
+    corrupt = {f.path for f in rec.manifest.files if hashed.get(f.sha256)}
     pinned = threads or recorded_threads(rec)
     work = Path(tempfile.mkdtemp(prefix="owl-rebuild-"))
     try:
         _run_child(rec, work, pinned)
-        manifest = json.loads((work / "manifest.json").read_text())
+        manifest = Manifest.from_json(json.loads((work / "manifest.json").read_text()))
         side = json.loads((work / "side.json").read_text())
-        _compare(store, rec, work, manifest, report)
+        _compare(store, rec, work, manifest, corrupt, report)
         report.environment = environment_differences(rec.side, side, override=threads)
         recorded_steps = (rec.side.get("training") or {}).get("steps")
         if recorded_steps is not None:
@@ -189,9 +191,7 @@ def rebuild(store: Store, ref: str, *, keep: bool = False, threads: int | None =
             report.steps = {"recorded": recorded_steps, "rebuilt": now}
             if now != recorded_steps:
                 report.environment.append(f"steps: recorded {recorded_steps}, rebuilt {now}")
-        from owlkit.store.manifest import Manifest
-
-        report.rebuilt_digest = Manifest.from_json(manifest).digest()
+        report.rebuilt_digest = manifest.digest()
         same = all(v == "same" for v in report.files.values()) and not report.stored_problems
         if not same:
             report.verdict = DIFFERENT_ENV if report.environment else DIFFERENT
@@ -215,10 +215,12 @@ def _run_child(rec: Record, work: Path, threads: int | None) -> None:
         raise OwlError(f"rebuilding {rec.name}: the recipe {rec.manifest.recipe.name} failed: {last}")
 
 
-def _compare(store: Store, rec: Record, work: Path, manifest: dict[str, Any], report: Report) -> None:
+def _compare(
+    store: Store, rec: Record, work: Path, manifest: Manifest, bad: set[str], report: Report
+) -> None:
+    """Fill ``report.files`` and ``first_difference``; ``bad`` are stored files failing their hash."""
     stored = {f.path: f.sha256 for f in rec.manifest.files}
-    rebuilt = {f["path"]: f["sha256"] for f in manifest.get("files", [])}
-    bad = {p.split(": ")[1] for p in report.stored_problems if p.count(": ") >= 2}
+    rebuilt = {f.path: f.sha256 for f in manifest.files}
     for path in [*stored, *[p for p in rebuilt if p not in stored]]:
         if path not in rebuilt:
             report.files[path] = "missing"
@@ -260,17 +262,17 @@ def environment_differences(
     return out
 
 
-def _keep(store: Store, rec: Record, work: Path, manifest: dict[str, Any], side: dict[str, Any]) -> str:
+def _keep(store: Store, rec: Record, work: Path, manifest: Manifest, side: dict[str, Any]) -> str:
     """Store the rebuilt artifact next to the original (named NAME-rebuild)."""
-    from owlkit.store.manifest import Manifest
     from owlkit.store.names import default_name
 
-    m = Manifest.from_json(manifest)
     with store.session() as s:
-        for f in m.files:
+        for f in manifest.files:
             s.put_file(work / "files" / f.path)
         return store.commit(
-            m, {**side, "rebuild_of": rec.digest}, name=default_name(f"{rec.name.split(':')[0]}-rebuild")
+            manifest,
+            {**side, "rebuild_of": rec.digest},
+            name=default_name(f"{rec.name.split(':')[0]}-rebuild"),
         )
 
 
