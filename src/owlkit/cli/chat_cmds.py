@@ -228,10 +228,10 @@ class Chat:
                     f"{rec.name} is a {rec.manifest.kind}, not an adapter: /adapter takes an adapter"
                 )
             if rec.name not in self.loaded.values():
-                seen = len(getattr(self.backend, "warnings", []))
+                seen = len(self.backend.warnings)
                 with console.status(f"loading {rec.name}…"):
                     self.backend.add_adapter(rec.name, rec)
-                for w in getattr(self.backend, "warnings", [])[seen:]:
+                for w in self.backend.warnings[seen:]:
                     err_console.print(f"[yellow]warning:[/yellow] {w}")
             self.loaded[ref] = self.loaded[rec.name] = rec.name
             self.active = rec.name

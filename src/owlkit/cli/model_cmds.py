@@ -142,6 +142,6 @@ def open_runtime(
         )
     with console.status(f"loading {rec.name} ({name})…"):
         backend, adapter = open_for(store, rec, name, base=base, max_batch=1, max_queue=1)
-    for w in getattr(backend, "warnings", []):
+    for w in backend.warnings:
         err_console.print(f"[yellow]warning:[/yellow] {w}")
     return backend, adapter

@@ -122,6 +122,7 @@ class Backend(ABC):
 
     def __init__(self, store: Store, base: Record, options: BackendOptions) -> None:
         self.store, self.base, self.options = store, base, options
+        self.warnings: list[str] = []  # what loading the base and its adapters noted (quantization differs)
 
     @property
     @abstractmethod

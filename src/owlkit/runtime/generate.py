@@ -44,6 +44,15 @@ def eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
+def seeded_generator(seed: int | None, device: Any = "cpu") -> Any:
+    """A torch.Generator seeded with ``seed`` (the same seed, the same samples), or randomly when None."""
+    import torch
+
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
+    return generator
+
+
 def _next_token(logits: Any, temperature: float, top_p: float, generator: Any) -> int:
     import torch
 
@@ -96,8 +105,7 @@ def stream_generate(
     limit = getattr(model.config, "max_position_embeddings", None)
     if isinstance(limit, int) and limit > 0:
         max_tokens = min(max_tokens, max(0, limit - len(prompt_ids)))
-    generator = torch.Generator(device=model.device)
-    generator.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
+    generator = seeded_generator(seed, model.device)
     stream = TextStream(
         lambda ids: tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False),
         prompt_ids,

@@ -97,7 +97,6 @@ class GGUFBackend(Backend):
         self._template = self._llm.metadata.get("tokenizer.chat_template")
         self._mem = lc.llama_get_memory(self._llm.ctx)
         self._batch = lc.llama_batch_init(self._chunk, 0, 1)
-        self.warnings: list[str] = []
         self._tmp = tempfile.TemporaryDirectory(prefix="owl-gguf-lora-")
         self._lora_config: dict[str, Any] | None = None
         # Worker-thread state: what the KV cache holds, and the adapter it was computed with.

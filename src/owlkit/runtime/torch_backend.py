@@ -18,10 +18,9 @@ same adapter, which is then made the active one.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from owlkit.errors import NotFound, OwlError, Refused, UsageError
@@ -47,7 +46,6 @@ class _Row:
     generator: Any
     generated: int = 0
     done: bool = False
-    pending: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -118,7 +116,8 @@ class TorchBackend(Backend):
             raise Refused(f"{base.name} is a {base.manifest.kind}; serve a model and add adapters to it")
         if options.threads:
             torch.set_num_threads(options.threads)
-        model, tok, self.warnings = load_for_inference(store, base)
+        model, tok, warnings = load_for_inference(store, base)
+        self.warnings += warnings
         self.model, self.tokenizer = model.eval(), tok
         self._eos = eos_ids(model, tok)
         limit = getattr(model.config, "max_position_embeddings", None)
@@ -126,7 +125,8 @@ class TorchBackend(Backend):
         self._peft: Any = None  # the PeftModel, once an adapter is loaded
         self._dora: set[str] = set()
         self._templates: dict[str, str | None] = {}
-        self._anchor: list[int] | None = None  # a token to decode others behind (token_text)
+        # token_text's context: a token to decode others behind, its text, and the special token ids
+        self._anchor: tuple[list[int], str, frozenset[int]] | None = None
         self._pending: deque[Request] = deque()
         self._running: set[str | None] = set()  # adapters of the batch being decoded
         self._busy = 0  # rows in the running batch
@@ -151,12 +151,13 @@ class TorchBackend(Backend):
     def token_text(self, token: int) -> str:
         # Decoded behind another token, as it reads inside a text: a SentencePiece decoder strips the
         # leading space of a text's first token, which logprobs must keep (" The", as OpenAI reports it).
-        if token in self.tokenizer.all_special_ids:  # decode() leaves these out; logprobs show them
-            return str(self.tokenizer.convert_ids_to_tokens(token))
         if self._anchor is None:
-            self._anchor = self.encode("a", special=False)[-1:]
-        prefix = self.decode(self._anchor)
-        full = self.decode([*self._anchor, token])
+            ids = self.encode("a", special=False)[-1:]
+            self._anchor = (ids, self.decode(ids), frozenset(self.tokenizer.all_special_ids))
+        anchor, prefix, special = self._anchor
+        if token in special:  # decode() leaves these out; logprobs show them
+            return str(self.tokenizer.convert_ids_to_tokens(token))
+        full = self.decode([*anchor, token])
         return full[len(prefix) :] if full.startswith(prefix) else self.decode([token])
 
     def chat_template(self, adapter: str | None) -> tuple[str | None, dict[str, str]]:
@@ -258,12 +259,7 @@ class TorchBackend(Backend):
             self._cond.wait()
             if self._closed:
                 return []
-        group = self._group(self._pending[0].adapter)
-        batch = [r for r in self._pending if self._group(r.adapter) == group][: self.options.max_batch]
-        for r in batch:
-            self._pending.remove(r)
-        self._running, self._busy = {r.adapter for r in batch}, len(batch)
-        return batch
+        return self._joiners(self._group(self._pending[0].adapter), [])
 
     def _loop(self) -> None:
         while True:
@@ -302,7 +298,8 @@ class TorchBackend(Backend):
         return self._peft(adapter_names=names, **kwargs)
 
     def _joiners(self, group: str, rows: list[_Row]) -> list[Request]:
-        """Waiting requests that may join the running ``rows`` of ``group``, filling the free slots."""
+        """Waiting requests that may join the running ``rows`` of ``group``, filling the free slots (with no
+        rows: a new batch). Takes the lock, which is re-entrant: _take_batch calls it holding it."""
         with self._cond:
             join = [r for r in self._pending if self._group(r.adapter) == group and not r.cancelled.is_set()]
             join = join[: max(0, self.options.max_batch - len(rows))]
@@ -342,7 +339,9 @@ class TorchBackend(Backend):
                         )
                     )
                 )
-        rows = [_Row(r, _generator(r.sampling.seed)) for r in batch]
+        from owlkit.runtime.generate import seeded_generator
+
+        rows = [_Row(r, seeded_generator(r.sampling.seed)) for r in batch]
         return _Batch(rows, out.past_key_values, mask, positions[:, -1:], out.logits[:, -1])
 
     def _decode(self, batch: list[Request]) -> None:
@@ -414,14 +413,6 @@ class TorchBackend(Backend):
             row.done = full
             row.req.sink(Event(tokens=[token], logprobs=lp, finish="length" if full else None))
         return tokens
-
-
-def _generator(seed: int | None) -> Any:
-    import torch
-
-    g = torch.Generator()
-    g.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
-    return g
 
 
 def _token_logprob(logits: Any, token: int, k: int | None, lp: Any = None) -> TokenLogprob:

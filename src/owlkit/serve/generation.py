@@ -116,7 +116,6 @@ class Generation:
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
         self.choices: list[Choice] = []
-        self._submit: list[tuple[Choice, Request | None]] = []
         for prompt, per_prompt in zip(prompts, samplings, strict=True):
             for sampling in per_prompt:
                 index = len(self.choices)
@@ -125,7 +124,6 @@ class Generation:
                 req = None if idle else Request(list(prompt), sampling, self._sink(index), adapter=adapter)
                 choice = Choice(index, prompt, req, backend.decode, stops)
                 self.choices.append(choice)
-                self._submit.append((choice, req))
 
     def _sink(self, index: int) -> Callable[[Event], None]:
         loop, queue = self.loop, self.queue
@@ -140,11 +138,11 @@ class Generation:
     def start(self) -> None:
         """Submit every request; if the backend's queue fills up midway, cancel those already sent."""
         try:
-            for choice, req in self._submit:
-                if req is None:
+            for choice in self.choices:
+                if choice.request is None:  # an idle choice: nothing to compute
                     self.queue.put_nowait((choice.index, Event(finish="length")))
                 else:
-                    self.backend.submit(req)
+                    self.backend.submit(choice.request)
         except BaseException:
             self.cancel()
             raise
