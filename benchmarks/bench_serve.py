@@ -31,15 +31,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
+
+from owlkit.demo import owl_serve
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("OWL_SHARED", REPO.parent / "shared"))
@@ -60,40 +60,6 @@ PROMPTS = [
 
 def owl(env: dict[str, str], *args: str) -> None:
     subprocess.run([str(OWL), *args], env=env, check=True, capture_output=True, text=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def server(env: dict[str, str], *args: str) -> Iterator[tuple[str, int]]:
-    """A running `owl serve ARGS` child: yields (base URL, pid); stopped on exit."""
-    import httpx
-
-    port = free_port()
-    proc = subprocess.Popen([str(OWL), "serve", *args, "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                sys.exit(f"error: owl serve {' '.join(args)} exited: {proc.stderr.read().strip()}")
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                sys.exit(f"error: owl serve {' '.join(args)} did not answer within 180 s")
-            time.sleep(0.3)
-        yield url, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def messages(prompt: str) -> list[dict[str, str]]:
@@ -224,7 +190,7 @@ def main() -> None:
     adapter_bytes = make_adapter(env, work)
     rows: list[tuple[str, str, str, str]] = []
 
-    with server(env, "smollm2-hf", "--max-batch", "8") as (url, pid):
+    with owl_serve(env, "smollm2-hf", "--max-batch", "8", quiet=True) as (url, pid):
         served, n = best_rate(lambda: stream_rate(url, "smollm2-hf", PROMPTS[0], args.tokens), args.repeats)
         one = served
         agg_n, agg_s = max((concurrent_rate(url, 8, args.tokens) for _ in range(args.repeats)),
@@ -256,7 +222,7 @@ def main() -> None:
     rows.append(("RSS added per further adapter", f"{per_adapter / 2**20:.1f} MiB", f"{adapter_bytes / 2**20:.1f} MiB file",
                  f"{ratio:.2f} (<= 1.2: {verdict(ratio <= 1.2)})"))  # fmt: skip
     if not args.no_gguf:
-        with server(env, "smollm2", "--backend", "gguf") as (url, _):
+        with owl_serve(env, "smollm2", "--backend", "gguf", quiet=True) as (url, _):
             g, g_n = best_rate(lambda: stream_rate(url, "smollm2", PROMPTS[0], args.tokens), args.repeats)
         direct, d_n = best_rate(llama_direct(args.tokens), args.repeats)
         rows.append(("gguf backend vs llama-cpp-python", f"{g:.1f} tok/s ({g_n})", f"{direct:.1f} tok/s ({d_n})",

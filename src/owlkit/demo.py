@@ -8,6 +8,7 @@ Each stage prints its time; a summary table closes the run. Later issues add sta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import re
@@ -15,7 +16,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,34 +165,51 @@ def terms(stage: Callable[..., str]) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def serve(env: dict[str, str]) -> Stage:
-    """The serve stage: `owl serve` SmolLM2 with demo-adapter on a free loopback port, one streamed question
-    per model name through the openai client, then shut the server down."""
+@contextmanager
+def owl_serve(env: dict[str, str], *args: str, quiet: bool = False) -> Iterator[tuple[str, int]]:
+    """`owl serve ARGS` as a child on a free loopback port, until it answers /health: yields (base URL,
+    pid) and stops it on exit. ``quiet`` hides its output (shown only if it fails to start)."""
     import socket
 
     import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = ("serve", *args, "--port", str(port))
+    if not quiet:
+        print(f"\n$ owl {' '.join(cmd)} &", flush=True)
+    out = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE} if quiet else {}
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("owl")), *cmd], env=env, text=True, **out)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                why = proc.stderr.read().strip() if quiet else f"exit code {proc.returncode}"
+                sys.exit(f"error: `owl {' '.join(cmd)}` exited: {why}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                sys.exit(f"error: `owl {' '.join(cmd)}` did not answer within 180 s")
+            time.sleep(0.3)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def serve(env: dict[str, str]) -> Stage:
+    """The serve stage: `owl serve` SmolLM2 with demo-adapter on a free loopback port, one streamed question
+    per model name through the openai client, then shut the server down."""
     from openai import OpenAI
 
     from owlkit.recipes.demo_data import alpaca_row
 
     t = time.perf_counter()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    args = ("serve", "smollm2-hf", "--adapter", "demo-adapter=demo-adapter", "--port", str(port))
-    print(f"\n$ owl {' '.join(args)} &", flush=True)
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("owl")), *args], env=env)
-    url = f"http://127.0.0.1:{port}"
     replies = []
-    try:
-        while True:
-            if proc.poll() is not None:
-                sys.exit(f"error: `owl {' '.join(args)}` exited with code {proc.returncode}")
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
+    with owl_serve(env, "smollm2-hf", "--adapter", "demo-adapter=demo-adapter") as (url, _):
         client = OpenAI(base_url=url + "/v1", api_key="demo", max_retries=0)
         print("models:", ", ".join(m.id for m in client.models.list()))
         row = alpaca_row(("owl", "river", "lamp", "stone"))
@@ -209,9 +228,6 @@ def serve(env: dict[str, str]) -> Stage:
                     print(piece, end="", flush=True)
             print()
             replies.append(f"{model}: {text.strip()[:40]!r}")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     secs = time.perf_counter() - t
     print(f"[stage serve: {secs:.1f}s]", flush=True)
     return Stage("serve", secs, "; ".join(replies))

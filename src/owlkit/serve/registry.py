@@ -107,19 +107,20 @@ class Server:
         plans = []
         for name, ref in adapters:
             rec = server._adapter_record(ref)
-            plans.append((name or ref, rec, server._pick_base(rec, base_recs, bases)))
+            plans.append((name or ref, rec, *server._pick_base(rec, base_recs, bases)))
+        checked = {}  # digest -> (terms, warnings): every verdict before any loading, each once
         for rec in base_recs + [p[1] for p in plans]:
-            _, warnings = terms_check(store, rec, use=server.use)
-            server.warnings += warnings
+            checked[rec.digest] = terms_check(store, rec, use=server.use)
+            server.warnings += checked[rec.digest][1]
         names = list(bases) + [p[0] for p in plans]
         dup = next((n for n in names if names.count(n) > 1), None)
         if dup is not None:
             raise UsageError(f"{dup!r} is served twice: give each adapter its own name (--adapter NAME=REF)")
         try:
             for ref, rec in zip(bases, base_recs, strict=True):
-                server._load_base(ref, rec)
-            for name, rec, base in plans:
-                server._attach(name, rec, base)
+                server._load_base(ref, rec, *checked[rec.digest])
+            for name, rec, base, applies in plans:
+                server._attach(name, rec, base, applies, checked[rec.digest])
         except BaseException:
             server.close()
             raise
@@ -160,13 +161,9 @@ class Server:
         self.warnings += warnings
         return self._load_base(ref, rec, terms, warnings)
 
-    def _load_base(
-        self, ref: str, rec: Record, terms: dict | None = None, warnings: list[str] | None = None
-    ) -> Served:
+    def _load_base(self, ref: str, rec: Record, terms: dict | None, warnings: list[str]) -> Served:
         from owlkit.runtime.backend import open_backend
 
-        if terms is None:
-            terms, warnings = terms_check(self.store, rec, self.use)
         backend = open_backend(self.store, rec, self.backend_name, **self.backend_options)
         served = Served(ref, rec, backend, terms=terms, warnings=list(warnings or []))
         self.models[ref] = served
@@ -179,15 +176,15 @@ class Server:
             raise UsageError(f"{ref} is a {rec.manifest.kind}, not an adapter: serve it as a model REF")
         return rec
 
-    def _pick_base(self, rec: Record, candidates: list[Record], names: list[str]) -> str:
-        """The served name of the first base the adapter applies to (same base identity)."""
+    def _pick_base(self, rec: Record, candidates: list[Record], names: list[str]) -> tuple[str, list[str]]:
+        """The served name of the first base the adapter applies to (same base identity), and the
+        warnings of that check (quantization differs)."""
         from owlkit.store.lineage import check_adapter_applies
 
         reasons = []
         for base_rec, name in zip(candidates, names, strict=True):
             try:
-                check_adapter_applies(self.store, rec, base_rec)
-                return name
+                return name, check_adapter_applies(self.store, rec, base_rec)
             except Refused as e:
                 reasons.append(str(e))
         raise Refused(f"{rec.name} applies to none of the served bases ({', '.join(names)}): {reasons[0]}")
@@ -199,8 +196,8 @@ class Server:
             raise UsageError(f"{name!r} is already served: unload it first or pick another name")
         rec = self._adapter_record(ref)
         bases = [m for m in self.models.values() if m.parent is None]
-        base = self._pick_base(rec, [b.record for b in bases], [b.name for b in bases])
-        return self._attach(name, rec, base)
+        base, applies = self._pick_base(rec, [b.record for b in bases], [b.name for b in bases])
+        return self._attach(name, rec, base, applies)
 
     def import_adapter_path(self, path: str, name: str) -> str:
         """Import an adapter folder into the store (as `owl import` does) under a free name near
@@ -231,12 +228,19 @@ class Server:
                 return candidate
         raise UsageError(f"no free store name near {stem!r}: pick another lora_name")
 
-    def _attach(self, name: str, rec: Record, base: str) -> Served:
-        from owlkit.store.lineage import check_adapter_applies
-
-        terms, warnings = terms_check(self.store, rec, self.use)
+    def _attach(
+        self,
+        name: str,
+        rec: Record,
+        base: str,
+        applies: list[str],
+        checked: tuple[dict | None, list[str]] | None = None,
+    ) -> Served:
+        """Load the adapter on its base's backend; ``applies`` are _pick_base's warnings, ``checked`` its
+        terms_check result when already known."""
+        terms, warnings = checked or terms_check(self.store, rec, self.use)
+        warnings = warnings + applies
         base_served = self.models[base]
-        warnings = warnings + check_adapter_applies(self.store, rec, base_served.record)
         base_served.backend.add_adapter(name, rec)
         served = Served(name, rec, base_served.backend, parent=base, terms=terms, warnings=warnings)
         self.models[name] = served
