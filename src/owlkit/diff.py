@@ -331,19 +331,22 @@ def _missing(t: _Tensor, side: str) -> TensorDiff:
     return TensorDiff(t.name, None, t.shape, None, t.dtype, note=ONLY_B)
 
 
-def _compare_tensors(tensors_a: list[_Tensor], tensors_b: list[_Tensor]) -> list[TensorDiff]:
-    """Every tensor name of either side, in A's order then B's extras, compared one pair at a time."""
+def _tensor_diffs(tensors_a: list[_Tensor], tensors_b: list[_Tensor]) -> Iterator[TensorDiff]:
+    """Every tensor name of either side, in A's order then B's extras, compared one pair at a time
+    (lazily: a caller may stop at the first difference; the files close when the generator does)."""
     by_name = {t.name: t for t in tensors_b}
-    names_a = {t.name for t in tensors_a}
     files = _Files()
     try:
-        out = [
-            _compare_pair(files, t, by_name[t.name]) if t.name in by_name else _missing(t, "a")
-            for t in tensors_a
-        ]
+        for t in tensors_a:
+            yield _compare_pair(files, t, by_name[t.name]) if t.name in by_name else _missing(t, "a")
     finally:
         files.close()
-    return out + [_missing(t, "b") for t in tensors_b if t.name not in names_a]
+    names_a = {t.name for t in tensors_a}
+    yield from (_missing(t, "b") for t in tensors_b if t.name not in names_a)
+
+
+def _compare_tensors(tensors_a: list[_Tensor], tensors_b: list[_Tensor]) -> list[TensorDiff]:
+    return list(_tensor_diffs(tensors_a, tensors_b))
 
 
 def _same_format(a: Path, b: Path) -> tuple[list[_Tensor], list[_Tensor]]:
@@ -372,18 +375,11 @@ def first_tensor_difference(a: Path, b: Path) -> TensorDiff | None:
     its max abs difference; then the first tensor only B has. None when every tensor is identical
     (the files may still differ in metadata). Stops at the first difference: cheap for a rebuild."""
     ta, tb = _same_format(Path(a), Path(b))
-    by_name = {t.name: t for t in tb}
-    files = _Files()
+    diffs = _tensor_diffs(ta, tb)
     try:
-        for t in ta:
-            d = _compare_pair(files, t, by_name[t.name]) if t.name in by_name else _missing(t, "a")
-            if d.differs:
-                return d
+        return next((d for d in diffs if d.differs), None)
     finally:
-        files.close()
-    names_a = {t.name for t in ta}
-    extra = next((t for t in tb if t.name not in names_a), None)
-    return _missing(extra, "b") if extra else None
+        diffs.close()
 
 
 def layer_summary(diffs: Iterable[TensorDiff]) -> list[dict[str, Any]]:

@@ -120,8 +120,9 @@ class Report:
         return {**asdict(self), "exit_code": self.exit_code}
 
 
-def check_rebuildable(store: Store, rec: Record) -> Recipe:
-    """The artifact's recipe, or a one-line refusal saying why it cannot be rebuilt."""
+def check_rebuildable(store: Store, rec: Record, hashed: dict[str, str | None] | None = None) -> Recipe:
+    """The artifact's recipe, or a one-line refusal saying why it cannot be rebuilt. ``hashed`` carries
+    blob hash results across calls (Store.verify's ``seen``), so a blob shared by inputs is read once."""
     recipe = rec.manifest.recipe
     if recipe is None:
         origin = rec.side.get("origin") or {}
@@ -156,7 +157,7 @@ def check_rebuildable(store: Store, rec: Record) -> Recipe:
                 f"{rec.name}: its input {role} {digest[:19]}{name}{where} is not in the store: "
                 "import it again, then rebuild"
             ) from None
-        problems = store.verify(digest)
+        problems = store.verify(digest, hashed)
         if problems:
             raise Corrupt(f"{rec.name}: its input {role} changed since the recipe ran: {problems[0]}")
     return recipe
@@ -172,9 +173,9 @@ def recorded_threads(rec: Record) -> int | None:
 def rebuild(store: Store, ref: str, *, keep: bool = False, threads: int | None = None) -> Report:
     """Re-derive ``ref`` in a child process and compare; see the module docstring."""
     rec = store.find(ref)
-    recipe = check_rebuildable(store, rec)
-    report = Report(rec.name, rec.digest, recipe.name)
     hashed: dict[str, str | None] = {}  # sha256 -> None, or why the stored blob fails its hash
+    recipe = check_rebuildable(store, rec, hashed)
+    report = Report(rec.name, rec.digest, recipe.name)
     report.stored_problems = store.verify(rec.digest, hashed)
     corrupt = {f.path for f in rec.manifest.files if hashed.get(f.sha256)}
     pinned = threads or recorded_threads(rec)
@@ -235,7 +236,7 @@ def _compare(
     if report.files[first] == "differs" and first.endswith(WEIGHT_SUFFIXES):
         from owlkit.diff import first_tensor_difference
 
-        stored_file = store.blobs.path(next(f.sha256 for f in rec.manifest.files if f.path == first))
+        stored_file = store.blobs.path(stored[first])
         diff = first_tensor_difference(stored_file, work / "files" / first)
         if diff is not None:
             report.first_difference.update(tensor=diff.name, max_abs=diff.max_abs, note=diff.note)

@@ -7,6 +7,7 @@ recipe's output folder becomes an artifact.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -104,14 +105,13 @@ def store_output(
     name: str | None,
     started: float,
 ) -> str:
-    """Hash a recipe's output (described by a format reader) into the store and commit it."""
+    """Hash a recipe's output (described by a format reader) into the store and commit it; while
+    :func:`capture_outputs` is active, write it under the capture folder instead (see there)."""
     side = {**side, "inputs": _inputs_side(store, recipe)}
-    if _capture is not None:
-        return _captured(ins, recipe, parents, license, side, started)
-    with store.session() as s:
+    with contextlib.nullcontext() if _capture is not None else store.session() as session:
         files = []
         for rel in ins.files:
-            hexdigest, size = s.put_file(ins.path_of(rel))
+            hexdigest, size = _put(session, ins.path_of(rel), rel)
             files.append(FileEntry(rel, size, hexdigest))
         manifest = Manifest(
             kind=ins.kind,
@@ -130,7 +130,22 @@ def store_output(
             "environment": environment(),
             "seconds": round(time.time() - started, 3),
         }
-        return store.commit(manifest, full_side, name=name)
+        if _capture is None:
+            return store.commit(manifest, full_side, name=name)
+    (_capture / "manifest.json").write_text(json.dumps(manifest.to_json(), indent=1, sort_keys=True))
+    (_capture / "side.json").write_text(json.dumps(full_side, indent=1, sort_keys=True, default=str))
+    return manifest.digest()
+
+
+def _put(session: Any, src: Path, rel: str) -> tuple[str, int]:
+    """(sha256, size) of one output file, put into the store's session, or copied into the capture folder."""
+    if session is not None:
+        return session.put_file(src)
+    assert _capture is not None
+    dest = _capture / "files" / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    return sha256_file(dest), dest.stat().st_size
 
 
 def capturing() -> bool:
@@ -148,24 +163,6 @@ def _inputs_side(store: Store, recipe: Recipe) -> dict[str, Any]:
             continue
         out[role] = {"digest": digest, "name": rec.name, "origin": rec.side.get("origin")}
     return out
-
-
-def _captured(
-    ins: Inspected, recipe: Recipe, parents: list[Parent], license: str, side: dict[str, Any], started: float
-) -> str:
-    assert _capture is not None
-    files = []
-    for rel in ins.files:
-        src, dest = ins.path_of(rel), _capture / "files" / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
-        files.append(FileEntry(rel, dest.stat().st_size, sha256_file(dest)))
-    manifest = Manifest(kind=ins.kind, format=ins.format, files=files, facts=ins.facts, license=license,
-                        parents=parents, recipe=recipe)  # fmt: skip
-    full_side = {**ins.side, **side, "environment": environment(), "seconds": round(time.time() - started, 3)}
-    (_capture / "manifest.json").write_text(json.dumps(manifest.to_json(), indent=1, sort_keys=True))
-    (_capture / "side.json").write_text(json.dumps(full_side, indent=1, sort_keys=True, default=str))
-    return manifest.digest()
 
 
 def write_card(folder: Path, meta: dict[str, Any], body: str) -> None:
