@@ -337,11 +337,11 @@ def licenses_in(expression: str) -> list[str]:
     (``"llama3.1 AND cc-by-nc-4.0"`` -> ``["LicenseRef-llama3.1", "CC-BY-NC-4.0"]``). The ids are
     not checked against the knowledge base: look each up with :func:`find_license`.
     """
-    from license_expression import ExpressionError, LicenseWithExceptionSymbol, get_spdx_licensing
+    from license_expression import ExpressionError, LicenseWithExceptionSymbol
 
-    from owlkit.terms.detect import normalize_license
+    from owlkit.terms.detect import normalize_license, spdx_licensing
 
-    licensing = get_spdx_licensing()
+    licensing = spdx_licensing()
     try:
         parsed = licensing.parse(normalize_license(expression) or expression, validate=False)
     except (ExpressionError, RecursionError) as e:

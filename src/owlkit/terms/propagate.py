@@ -139,15 +139,17 @@ def _dedupe(sources: list[Source]) -> list[Source]:
 def _alternatives(expression: str) -> list[list[str]] | None:
     """An SPDX expression as alternatives of licenses that all apply ("A OR (B AND C)" -> [[A], [B, C]]);
     None when it does not parse."""
-    from license_expression import ExpressionError, get_spdx_licensing
+    from license_expression import ExpressionError
+
+    from owlkit.terms.detect import spdx_licensing
 
     try:
-        parsed = get_spdx_licensing().parse(expression, validate=False)
+        parsed = spdx_licensing().parse(expression, validate=False)
     except ExpressionError:
         return None
     if parsed is None:
         return None
-    dnf = get_spdx_licensing().dnf(parsed)
+    dnf = spdx_licensing().dnf(parsed)
     if getattr(dnf, "operator", None) == " OR ":
         return [[str(s) for s in alt.symbols] for alt in dnf.args]
     return [[str(s) for s in dnf.symbols]]
