@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from owlkit.adapt.memory import trim_heap
 from owlkit.errors import InvalidFile, NotFound, Refused, missing_extra
+from owlkit.runtime.load import NO_HUB_KERNELS, keep_4bit_on_float_path
 
 if TYPE_CHECKING:
     import torch
@@ -88,14 +89,17 @@ def load_nf4_causal_lm(
         if not fallback:
             raise
         warnings.warn(f"{e}; loading through transformers, which maps the whole checkpoint", stacklevel=2)
-        return AutoModelForCausalLM.from_pretrained(
+        model = AutoModelForCausalLM.from_pretrained(
             base_dir,
             trust_remote_code=False,
             dtype=dtype,
             quantization_config=nf4_config(dtype),
             device_map="cpu",
+            **NO_HUB_KERNELS,
         )
-    return _load(plan, base_dir, dtype)
+    else:
+        model = _load(plan, base_dir, dtype)
+    return keep_4bit_on_float_path(model)
 
 
 # ---------------------------------------------------------------- the plan: checked before any weight

@@ -47,6 +47,7 @@ from owlkit.adapt.data import (
 from owlkit.adapt.memory import bound_heap_retention
 from owlkit.adapt.nf4 import load_nf4_causal_lm
 from owlkit.errors import InvalidFile, UsageError, missing_extra
+from owlkit.runtime.load import NO_HUB_KERNELS
 
 if TYPE_CHECKING:
     import torch
@@ -255,7 +256,9 @@ def _load(base_dir: Path, params: TuneParams) -> tuple[Any, Any]:
             gradient_checkpointing_kwargs=checkpointing,
         )
     else:
-        model = AutoModelForCausalLM.from_pretrained(base_dir, trust_remote_code=False, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(
+            base_dir, trust_remote_code=False, dtype=torch.float32, **NO_HUB_KERNELS
+        )
         if params.grad_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
     if params.method == "full":

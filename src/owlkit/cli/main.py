@@ -24,6 +24,7 @@ import typer
 
 from owlkit import __version__
 from owlkit.errors import OwlError
+from owlkit.offline import quiet_environment
 
 app = typer.Typer(
     name="owl",
@@ -105,20 +106,9 @@ def _register() -> None:
     diff_cmds.register(app)
 
 
-# owl never downloads at run time (every model comes from the store), and our own progress and
-# errors replace the libraries' tqdm bars and warnings. Users can still override these.
-QUIET_LIBRARIES = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "TRANSFORMERS_VERBOSITY": "error",
-    "TOKENIZERS_PARALLELISM": "false",
-}
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app, turning every OwlError into one red line and its exit code."""
-    for key, value in QUIET_LIBRARIES.items():
-        os.environ.setdefault(key, value)
+    quiet_environment()
     # Libraries' deprecation chatter (torch.jit, transformers' checkpointing API) is for their callers,
     # not for owl users; --debug shows it again.
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -124,7 +124,7 @@ def _load_quantized(hf_dir: Path, mode: str, dtype: str) -> Any:
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from owlkit.runtime.load import _from_pretrained
+    from owlkit.runtime.load import NO_HUB_KERNELS, _from_pretrained
 
     torch_dtype = getattr(torch, dtype)
     if mode == "nf4":
@@ -150,6 +150,7 @@ def _load_quantized(hf_dir: Path, mode: str, dtype: str) -> Any:
         use_safetensors=True,
         local_files_only=True,
         trust_remote_code=False,
+        **NO_HUB_KERNELS,
     )
 
 

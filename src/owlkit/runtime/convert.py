@@ -126,6 +126,8 @@ def _convert(
 ) -> None:
     from transformers import AutoModelForCausalLM
 
+    from owlkit.runtime.load import NO_HUB_KERNELS
+
     name = gguf_path.name
     say(f"dequantizing {what}")
     try:
@@ -135,6 +137,7 @@ def _convert(
             dtype=torch_dtype,
             local_files_only=True,
             trust_remote_code=False,
+            **NO_HUB_KERNELS,
         )
     except (ValueError, KeyError, NotImplementedError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__

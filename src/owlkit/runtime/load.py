@@ -1,9 +1,10 @@
 """Loading a causal LM for inference: an HF folder (safetensors only) or a GGUF file, on CPU.
 
-transformers does the loading, always with ``trust_remote_code=False`` and ``local_files_only=True``
-(a folder's custom code is never run; nothing is fetched), and never from pickle checkpoints. Before
-loading, the memory the model will take is estimated and compared with what the machine has, so an
-oversized model is refused with numbers instead of ending in the kernel's OOM killer.
+transformers does the loading, always with ``trust_remote_code=False``, ``local_files_only=True`` and
+``use_kernels=False`` (a folder's custom code is never run; nothing is fetched, Hub kernels included), and
+never from pickle checkpoints. Before loading, the memory the model will take is estimated and compared
+with what the machine has, so an oversized model is refused with numbers instead of ending in the kernel's
+OOM killer.
 """
 
 from __future__ import annotations
@@ -18,6 +19,33 @@ BYTES_PER_ELEMENT = {"float32": 4, "bfloat16": 2, "float16": 2}
 # What a loaded model costs beyond its weights: the Python libraries, allocator slack, activations of a
 # short prompt. Measured here: about 350 MB above the fp32 weights while SmolLM2-135M loads from GGUF.
 _OVERHEAD = 384 << 20
+
+
+# For every transformers model load: no Hub kernels. transformers >= 5.20 "kernelizes" a loaded model with
+# kernels from the Hub by default; owlkit runs only the code that is installed.
+NO_HUB_KERNELS = {"use_kernels": False}
+
+
+def keep_4bit_on_float_path(model: Any) -> Any:
+    """Keep every bitsandbytes 4-bit layer of ``model`` on its dequantize-and-matmul path in the compute dtype;
+    returns ``model``.
+
+    bitsandbytes >= 0.49, on a CPU with AVX512-BF16, repacks a 4-bit layer's weights the first time it runs
+    in eval mode without gradients, and from then on computes it in bfloat16, whatever the compute dtype,
+    with a kernel that has no backward. That path (checked with 0.50.2) fails on layers whose input size is
+    not a multiple of the quantization block (64) or whose output size is not a multiple of 32 (the tiny
+    test models, stories260k's 172-wide MLP), and a QLoRA run that evaluated once trains on through it with
+    no gradient reaching its LoRA weights. The switch is ``support_avx512bf16_for_cpu``, set per layer when
+    it is built, so it is turned off per layer here: the same numbers on every CPU, evaluation equal to
+    training, every shape, at about half the bfloat16 path's CPU speed (measured on SmolLM2-135M shapes)."""
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return model
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+    return model
 
 
 def available_memory() -> int:
@@ -93,6 +121,7 @@ def load_causal_lm(folder: Path, *, gguf_file: str | None = None, dtype: str = "
     except ImportError:
         raise missing_extra("transformers", "ml", "running a model") from None
     common = {"local_files_only": True, "trust_remote_code": False}
+    model_options = {**common, **NO_HUB_KERNELS}
     if gguf_file is not None:
         from owlkit.formats.gguf import read_gguf
         from owlkit.formats.tokenizer import load_gguf_tokenizer
@@ -102,7 +131,7 @@ def load_causal_lm(folder: Path, *, gguf_file: str | None = None, dtype: str = "
         check_gguf_architecture(gguf_file, gguf.metadata.get("general.architecture"))
         refuse_if_too_big(gguf_file, gguf_load_bytes(gguf, dtype), f"dequantizing it to {dtype}")
         model = _from_pretrained(
-            AutoModelForCausalLM, gguf_file, folder, gguf_file=gguf_file, dtype=torch_dtype, **common
+            AutoModelForCausalLM, gguf_file, folder, gguf_file=gguf_file, dtype=torch_dtype, **model_options
         )
         tokenizer = load_gguf_tokenizer(folder / gguf_file)
     else:
@@ -121,8 +150,14 @@ def load_causal_lm(folder: Path, *, gguf_file: str | None = None, dtype: str = "
             folder.name, params * BYTES_PER_ELEMENT[dtype] + _OVERHEAD, f"loading it as {dtype}"
         )
         model = _from_pretrained(
-            AutoModelForCausalLM, folder.name, folder, dtype=torch_dtype, use_safetensors=True, **common
+            AutoModelForCausalLM,
+            folder.name,
+            folder,
+            dtype=torch_dtype,
+            use_safetensors=True,
+            **model_options,
         )
+        keep_4bit_on_float_path(model)  # a stored bnb-nf4 variant
         tokenizer = _from_pretrained(AutoTokenizer, folder.name, folder, **common)
     model.eval()
     return model, tokenizer
