@@ -28,7 +28,7 @@ ensure_venv() {
             echo "error: '$py -m venv' failed; on Debian: apt-get install python3-venv" >&2
             exit 1
         fi
-        "$venv/bin/python" -m pip install -q --upgrade pip
+        "$venv/bin/python" -m pip install -qq --upgrade pip
     fi
     local stamp="$venv/.owlkit-installed"
     local want
@@ -40,7 +40,9 @@ ensure_venv() {
         echo "error: the gguf extra (llama-cpp-python) compiles llama.cpp and needs a C++ compiler: apt-get install build-essential cmake" >&2
         exit 1
     fi
-    local pip=("$venv/bin/python" -m pip install -q)
+    # -qq: errors only; pip check below reports any conflict. (-q would print a warning for each package
+    # missing from an extra index of this machine's pip configuration.)
+    local pip=("$venv/bin/python" -m pip install -qq)
     echo "==> installing $(torch_pin) into $venv"
     "${pip[@]}" "$(torch_pin)"
     if [ "$mode" = locked ]; then
@@ -51,6 +53,10 @@ ensure_venv() {
         echo "==> installing the newest release of every dependency but torch into $venv"
         "${pip[@]}" --upgrade --upgrade-strategy eager -e ".[all,gguf,demo,test]" "$(torch_pin)"
     fi
-    "$venv/bin/python" -m pip check
+    if ! conflicts="$("$venv/bin/python" -m pip check)"; then
+        echo "$conflicts" >&2
+        echo "error: the packages installed in $venv conflict (above); run ./scripts/lock again or fix pyproject.toml" >&2
+        exit 1
+    fi
     echo "$want" > "$stamp"
 }

@@ -127,3 +127,25 @@ def build_adapter(base: Path, out: Path, base_name: str | None = None, *, seed: 
         cfg["base_model_name_or_path"] = base_name
         (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
     return out
+
+
+def transformers_nf4(folder: Path):
+    """transformers' own on-the-fly 4-bit load of ``folder`` (NF4, double quantization, float32 compute),
+    the reference adapt/nf4.py's streaming loader matches, with owlkit's two settings for every model: no
+    Hub kernels, and 4-bit layers kept on bitsandbytes' float path (runtime/load.py says why)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from owlkit.adapt.nf4 import nf4_config
+    from owlkit.runtime.load import keep_4bit_on_float_path
+
+    return keep_4bit_on_float_path(
+        AutoModelForCausalLM.from_pretrained(
+            folder,
+            trust_remote_code=False,
+            dtype=torch.float32,
+            quantization_config=nf4_config(),
+            device_map="cpu",
+            use_kernels=False,
+        )
+    )

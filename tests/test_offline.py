@@ -50,8 +50,11 @@ if what == "owlkit-nf4":
     with torch.no_grad():
         model(torch.tensor([[1, 2, 3]]))
 elif what == "owlkit-load":
+    import torch
     from owlkit.runtime.load import load_causal_lm
-    load_causal_lm(sys.argv[2])
+    model, _ = load_causal_lm(sys.argv[2])
+    with torch.no_grad():
+        model(torch.tensor([[1, 2, 3]]))
 elif what == "bitsandbytes":
     import bitsandbytes
 elif what == "transformers-load":
@@ -88,8 +91,19 @@ def test_bitsandbytes_alone_reaches_for_a_hub_kernel() -> None:
 
 
 @needs_avx512_bf16
-def test_nf4_load_neither_reaches_the_network_nor_prints_the_kernel_lookup(tiny_llama: Path) -> None:
-    refused, err = probe("owlkit-nf4", str(tiny_llama))
+@pytest.mark.parametrize("how", ["stream-nf4", "reload-bnb-nf4"])
+def test_nf4_load_neither_reaches_the_network_nor_prints_the_kernel_lookup(
+    how: str, tiny_llama: Path, tmp_path: Path
+) -> None:
+    """QLoRA's streaming NF4 load (imports bitsandbytes itself), and the reload of a stored bnb-nf4 folder
+    (transformers asks ``importlib.util.find_spec`` about bitsandbytes before peft imports it)."""
+    if how == "stream-nf4":
+        refused, err = probe("owlkit-nf4", str(tiny_llama))
+    else:
+        from owlkit.quantize.bnb import export_bnb
+
+        export_bnb(tiny_llama, tmp_path / "nf4", "nf4")
+        refused, err = probe("owlkit-load", str(tmp_path / "nf4"))
     assert refused == []
     assert not any(line in err for line in KERNEL_LINES), err
     assert err.strip() == "", err  # nothing at all: no warning, no progress bar

@@ -100,17 +100,16 @@ def _stderr_is_terminal() -> bool:
 
 class _FirstImport(importlib.abc.MetaPathFinder):
     """Wraps the loading of the named top-level packages, once each: finds their spec with the finders
-    after this one and runs ``wrapper(original_exec_module, module)`` in place of ``exec_module``."""
+    after this one and runs ``wrapper(original_exec_module, module)`` in place of ``exec_module``. The
+    wrapper is spent when the package is executed, not when its spec is found (``importlib.util.find_spec``,
+    which transformers uses to ask whether bitsandbytes is installed, finds without importing)."""
 
     def __init__(self, wrappers: dict[str, Any]) -> None:
         self.wrappers = dict(wrappers)
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        wrapper = self.wrappers.pop(fullname, None)
-        if wrapper is None:
+        if fullname not in self.wrappers:
             return None
-        if not self.wrappers and self in sys.meta_path:
-            sys.meta_path.remove(self)
         spec = None
         for finder in [f for f in sys.meta_path if f is not self]:
             find = getattr(finder, "find_spec", None)
@@ -120,7 +119,17 @@ class _FirstImport(importlib.abc.MetaPathFinder):
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         original = spec.loader.exec_module
-        spec.loader.exec_module = lambda module: wrapper(original, module)  # this package's loader only
+
+        def exec_module(module: ModuleType) -> None:
+            wrapper = self.wrappers.pop(fullname, None)
+            if not self.wrappers and self in sys.meta_path:
+                sys.meta_path.remove(self)
+            if wrapper is None:  # another spec of the package ran first
+                original(module)
+            else:
+                wrapper(original, module)
+
+        spec.loader.exec_module = exec_module  # a loader made for this spec alone
         return spec
 
 

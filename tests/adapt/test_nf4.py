@@ -12,31 +12,9 @@ from pathlib import Path
 import pytest
 
 from owlkit.errors import Refused
-from owltest import STORIES, build_tiny_llama, need
+from owltest import STORIES, build_tiny_llama, need, transformers_nf4
 
 pytest.importorskip("bitsandbytes")
-
-
-def transformers_nf4(folder: Path):
-    """The reference: transformers' own on-the-fly 4-bit load, as the qlora recipe used to call it, with
-    owlkit's two settings for every model: no Hub kernels, and 4-bit layers kept on bitsandbytes' float
-    path (runtime/load.py says why)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from owlkit.adapt.nf4 import nf4_config
-    from owlkit.runtime.load import keep_4bit_on_float_path
-
-    return keep_4bit_on_float_path(
-        AutoModelForCausalLM.from_pretrained(
-            folder,
-            trust_remote_code=False,
-            dtype=torch.float32,
-            quantization_config=nf4_config(),
-            device_map="cpu",
-            use_kernels=False,
-        )
-    )
 
 
 def assert_same_model(ref, mine) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from owlkit.adapt.train import TrainResult, TuneParams, get_lr, train
 from owlkit.errors import UsageError
-from owltest import STORIES, build_tiny_llama, need
+from owltest import STORIES, build_tiny_llama, need, transformers_nf4
 
 ROWS = [
     {"instruction": "Say owl.", "input": "", "output": "The owl read model files carefully."},
@@ -116,22 +116,6 @@ def test_resume_equals_uninterrupted(base: Path, data: Path, tmp_path: Path) -> 
     assert resumed.num_threads == torch.get_num_threads()
 
 
-def nf4_base(folder: Path):
-    """The base loaded the way the qlora recipe loads it: 4-bit NF4, double quantization, fp32 compute."""
-    import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    config = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.float32,
-    )
-    return AutoModelForCausalLM.from_pretrained(
-        folder, dtype=torch.float32, quantization_config=config, device_map="cpu"
-    )
-
-
 def test_qlora_trains_on_nf4_and_reloads(
     base: Path, repeated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -161,7 +145,7 @@ def test_qlora_trains_on_nf4_and_reloads(
     assert config["peft_type"] == "LORA" and config["base_model_name_or_path"] == "owl:tiny"
     tok = AutoTokenizer.from_pretrained(base)
     trained = batch_logits(captured["model"], tok)
-    loaded = PeftModel.from_pretrained(nf4_base(base), out).eval()
+    loaded = PeftModel.from_pretrained(transformers_nf4(base), out).eval()
     assert float((batch_logits(loaded, tok) - trained).abs().max()) < 1e-5
     # A normal LoRA adapter: it also applies to the full-precision base (up to the NF4 rounding).
     fp32 = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)

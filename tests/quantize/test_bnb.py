@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from owlkit.errors import InvalidFile, NotFound, Refused, UsageError
+from owlkit.runtime.load import keep_4bit_on_float_path
 
 pytest.importorskip("bitsandbytes")
 
@@ -52,8 +53,9 @@ def test_reloads_quantized_and_close(tiny_llama: Path, tmp_path: Path, mode: str
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         assert (out / name).read_bytes() == (tiny_llama / name).read_bytes(), name
 
-    # No quantization_config passed: the folder alone says how to load it.
-    model = AutoModelForCausalLM.from_pretrained(out, device_map="cpu")
+    # No quantization_config passed: the folder alone says how to load it. Its 4-bit layers run on
+    # bitsandbytes' float path, as owlkit loads them: the AVX512-BF16 path cannot run these widths.
+    model = keep_4bit_on_float_path(AutoModelForCausalLM.from_pretrained(out, device_map="cpu"))
     quantized = [n for n, m in model.named_modules() if type(m).__name__ == LAYER[mode]]
     assert len(quantized) == 2 * 7  # q, k, v, o, gate, up, down in each of the two layers
     assert type(model.lm_head).__name__ == "Linear"  # the output head stays unquantized
