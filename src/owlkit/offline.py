@@ -24,8 +24,6 @@ The CLI also sets :data:`QUIET_LIBRARIES` in its environment before it imports a
 from __future__ import annotations
 
 import contextlib
-import importlib.abc
-import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -58,6 +56,8 @@ def quiet_environment() -> None:
 def kernel_lookup_offline() -> Iterator[None]:
     """For the length of the block: huggingface_hub offline (what ``kernels`` asks before it goes to the
     Hub) and the kernel lookup's two loggers silent."""
+    import logging
+
     try:
         from huggingface_hub import constants
     except ImportError:  # without huggingface_hub there is no kernels package and no lookup
@@ -98,9 +98,10 @@ def _stderr_is_terminal() -> bool:
         return False
 
 
-class _FirstImport(importlib.abc.MetaPathFinder):
-    """Wraps the loading of the named top-level packages, once each: finds their spec with the finders
-    after this one and runs ``wrapper(original_exec_module, module)`` in place of ``exec_module``. The
+class _FirstImport:
+    """A meta path finder (duck-typed: importing importlib.abc would cost 12 ms at every `owl` start) that
+    wraps the loading of the named top-level packages, once each: finds their spec with the finders after
+    this one and runs ``wrapper(original_exec_module, module)`` in place of ``exec_module``. The
     wrapper is spent when the package is executed, not when its spec is found (``importlib.util.find_spec``,
     which transformers uses to ask whether bitsandbytes is installed, finds without importing)."""
 
