@@ -111,9 +111,9 @@ def _generate(
     mask = torch.tensor([[1] * k + [0] * (width - len(p) + k) + [1] * (len(p) - k) for p in prompts])
     extra: dict[str, Any] = {}
     if k:
-        cache = model(input_ids=ids[:1, :k], use_cache=True).past_key_values
+        cache = model(input_ids=ids[:1, :k], use_cache=True).cache
         cache.batch_repeat_interleave(len(prompts))
-        extra["past_key_values"] = cache
+        extra["cache"] = cache
     out = model.generate(
         input_ids=ids,
         attention_mask=mask,

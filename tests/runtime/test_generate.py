@@ -85,13 +85,13 @@ class ScriptedLM:
         self.device = torch.device("cpu")
         self.calls = 0
 
-    def __call__(self, input_ids, past_key_values=None, use_cache=True):
+    def __call__(self, input_ids, cache=None, use_cache=True):
         import torch
 
         logits = torch.zeros(1, input_ids.shape[1], self.vocab_size)
         logits[0, -1, self.script[self.calls]] = 1.0
         self.calls += 1
-        return SimpleNamespace(logits=logits, past_key_values=past_key_values)
+        return SimpleNamespace(logits=logits, cache=cache)
 
 
 @pytest.mark.realmodel

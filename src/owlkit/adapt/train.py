@@ -250,17 +250,15 @@ def _load(base_dir: Path, params: TuneParams) -> tuple[Any, Any]:
         model = load_nf4_causal_lm(base_dir, compute_dtype=torch.float32)
         # Freezes every base weight and upcasts only fp16/bf16 ones (none here: the base loads in fp32),
         # so it changes no number; checkpointing only when asked (its default is on).
-        model = prepare_model_for_kbit_training(
-            model,
-            use_gradient_checkpointing=params.grad_checkpointing,
-            gradient_checkpointing_kwargs=checkpointing,
-        )
+        # The checkpointing kwargs go by position: peft 0.22 renamed that argument (from
+        # gradient_checkpointing_kwargs to activation_checkpointing_kwargs) and warns on the old name.
+        model = prepare_model_for_kbit_training(model, params.grad_checkpointing, checkpointing)
     else:
         model = AutoModelForCausalLM.from_pretrained(
             base_dir, trust_remote_code=False, dtype=torch.float32, **NO_HUB_KERNELS
         )
         if params.grad_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing)
     if params.method == "full":
         model.requires_grad_(True)
         return model, tokenizer

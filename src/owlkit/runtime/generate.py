@@ -114,8 +114,8 @@ def stream_generate(
     step_ids = torch.tensor([prompt_ids], device=model.device)
     with torch.inference_mode():
         for _ in range(max_tokens):
-            out = model(input_ids=step_ids, past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out = model(input_ids=step_ids, cache=past, use_cache=True)
+            past = out.cache
             token = _next_token(out.logits[0, -1], temperature, top_p, generator)
             if token in eos:
                 break

@@ -342,7 +342,7 @@ class TorchBackend(Backend):
         from owlkit.runtime.generate import seeded_generator
 
         rows = [_Row(r, seeded_generator(r.sampling.seed)) for r in batch]
-        return _Batch(rows, out.past_key_values, mask, positions[:, -1:], out.logits[:, -1])
+        return _Batch(rows, out.cache, mask, positions[:, -1:], out.logits[:, -1])
 
     def _decode(self, batch: list[Request]) -> None:
         """Decode ``batch`` to the end, letting compatible requests that arrive meanwhile join it."""
@@ -367,10 +367,10 @@ class TorchBackend(Backend):
                             input_ids=torch.tensor([tokens[i] for i in keep]).unsqueeze(1),
                             attention_mask=None if bool(running.mask.all()) else running.mask,
                             position_ids=running.positions,
-                            past_key_values=running.cache,
+                            cache=running.cache,
                             use_cache=True,
                         )
-                    running.cache, running.last = out.past_key_values, out.logits[:, -1]
+                    running.cache, running.last = out.cache, out.logits[:, -1]
                 if joined:
                     new = self._prefill(joined)
                     running = running.merge(new) if keep else new
