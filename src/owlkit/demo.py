@@ -123,8 +123,8 @@ def quantize(stage: Callable[..., str]) -> float:
             "demo-merged-q8-0",
             "What is the capital of France?",
             "--chat",
-            "--runtime",
-            "llama.cpp",
+            "--backend",
+            "gguf",
         )
         stage("llama.cpp chat", (*chat, "--max-tokens", "48"), result=lambda out: out.strip()[:60])
     return secs

@@ -90,3 +90,9 @@ EXIT_CODES: dict[int, str] = {
     FileSystemError.exit_code: "file system error: permission denied, disk full, not a folder",
     130: "interrupted (Ctrl-C)",
 }
+
+
+def with_article(word: object) -> str:
+    """``word`` with its indefinite article, for messages: "a model", "an adapter"."""
+    text = str(word)
+    return f"{'an' if text[:1].lower() in 'aeiou' else 'a'} {text}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from owlkit.errors import NotFound, Refused
+from owlkit.errors import NotFound, Refused, with_article
 from owlkit.store.lineage import adapter_base, check_adapter_applies
 from owlkit.store.store import Record, Store
 
@@ -38,6 +38,6 @@ def load_for_inference(
         model, tok = load_causal_lm(folder)
     else:
         raise Refused(
-            f"{rec.name} is a {rec.manifest.kind}/{fmt}, which `owl run` cannot load: run a model or adapter"
+            f"{rec.name} is {with_article(rec.manifest.kind)}/{fmt}, which `owl run` cannot load: run a model or adapter"
         )
     return model, tok, warnings

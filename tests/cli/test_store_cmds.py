@@ -142,6 +142,18 @@ def test_adapter_edges_resolved_and_unresolved(owl, tiny_llama: Path, tiny_adapt
     base = owl("show", "tiny-llama", "--json").json()
     assert info["parents"][0]["digest"] == base["digest"] and info["parents"][0]["relation"] == "adapter_of"
     assert any(c["name"] == "lora:latest" for c in base["children"])
+    shown = owl("show", "tiny-llama").out  # as a person reads it: one lineage table, edges named
+    assert "lineage" in shown and "childre:" not in shown
+    assert any(line.split()[:3] == ["child", "adapter_of", "lora:latest"] for line in shown.splitlines())
+
+
+def test_show_renders_the_recipe_as_a_table(owl, tiny_llama: Path) -> None:
+    assert owl("import", tiny_llama).code == 0
+    assert owl("quantize", "tiny-llama", "--to", "gguf-q8_0", "--no-eval", "--name", "q8").code == 0
+    rows = [line.split() for line in owl("show", "q8").out.splitlines()]
+    assert ["recipe:", "quantize"] in rows and ["to", "gguf-q8_0"] in rows and ["seed", "-"] in rows
+    assert ["parent", "quantized_from", "tiny-llama:latest"] in rows
+    assert not any("{" in word for row in rows for word in row)  # no raw Python dict
 
 
 def test_run_streams_text_and_adapter_checked_against_base(owl, tiny_llama: Path, tiny_other_adapter) -> None:
@@ -154,6 +166,8 @@ def test_run_streams_text_and_adapter_checked_against_base(owl, tiny_llama: Path
     owl("import", tiny_other_adapter["adapter"], "--name", "wide-lora")
     r = owl("run", "wide-lora", "hi", "--base", "tiny-llama", "--max-tokens", "2")
     assert r.code == 5 and "shapes" in r.err
+    r = owl("run", "wide-lora", "hi", "--backend", "gguf")  # one option name in run, chat and serve
+    assert r.code == 5 and "is a model/hf, not a GGUF model" in r.err and len(r.err.strip().splitlines()) == 1
 
 
 @pytest.fixture(scope="session")

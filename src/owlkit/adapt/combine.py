@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from owlkit.errors import InvalidFile, Refused, UsageError, missing_extra
+from owlkit.errors import InvalidFile, Refused, UsageError, missing_extra, with_article
 
 METHODS = ("linear", "svd", "ties", "dare_ties")
 DENSITY_METHODS = ("ties", "dare_ties")
@@ -35,7 +35,7 @@ def check_combinable(names: list[str], configs: list[dict[str, Any]], method: st
     for name, cfg in zip(names, configs, strict=True):
         if cfg.get("peft_type") != "LORA":
             raise Refused(
-                f"{name} is a {cfg.get('peft_type')} adapter; owl merge-adapters combines LoRA adapters"
+                f"{name} is {with_article(cfg.get('peft_type'))} adapter; owl merge-adapters combines LoRA adapters"
             )
         if cfg.get("use_dora"):
             # PEFT combines the A/B factors but not DoRA's magnitude vectors: the result would be wrong.

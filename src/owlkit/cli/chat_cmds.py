@@ -18,7 +18,7 @@ import typer
 
 from owlkit.cli.model_cmds import Seed, Temperature, TopP
 from owlkit.cli.render import console, err_console
-from owlkit.errors import OwlError, UsageError
+from owlkit.errors import OwlError, UsageError, with_article
 from owlkit.store import open_store
 
 if TYPE_CHECKING:
@@ -50,7 +50,11 @@ def chat_cmd(
     ] = None,
     system: Annotated[str | None, typer.Option("--system", help="A system message.")] = None,
     backend_name: Annotated[
-        str, typer.Option("--backend", help="torch (default) or gguf (llama.cpp, for GGUF models).")
+        str,
+        typer.Option(
+            "--backend",
+            help="torch (default) or gguf (llama.cpp, for GGUF models; the gguf extra), or an installed one.",
+        ),
     ] = "torch",
     max_tokens: Annotated[
         int, typer.Option("--max-tokens", min=1, max=32768, help="Most tokens per reply.")
@@ -225,7 +229,7 @@ class Chat:
             rec = rec or self.store.find(ref)
             if rec.manifest.kind != "adapter":
                 raise Refused(
-                    f"{rec.name} is a {rec.manifest.kind}, not an adapter: /adapter takes an adapter"
+                    f"{rec.name} is {with_article(rec.manifest.kind)}, not an adapter: /adapter takes an adapter"
                 )
             if rec.name not in self.loaded.values():
                 seen = len(self.backend.warnings)

@@ -71,13 +71,11 @@ def run_cmd(
     base: Annotated[
         str | None, typer.Option("--base", help="For an adapter: another model of the same base identity.")
     ] = None,
-    runtime: Annotated[
+    backend_name: Annotated[
         str,
         typer.Option(
-            "--runtime",
             "--backend",
-            help="torch (default) or gguf (llama.cpp, for GGUF models; the gguf extra). "
-            "'llama.cpp' is another name for gguf.",
+            help="torch (default) or gguf (llama.cpp, for GGUF models; the gguf extra), or an installed one.",
         ),
     ] = "torch",
 ) -> None:
@@ -99,7 +97,7 @@ def run_cmd(
     if chat and rec.manifest.kind == "model" and not rec.manifest.facts.get("chat_template_digest"):
         raise UsageError(f"{rec.name} has no chat template: drop --chat to send the prompt as plain text")
     t0 = time.perf_counter()
-    backend, adapter = open_runtime(store, rec, runtime, base=base_rec)
+    backend, adapter = open_runtime(store, rec, backend_name, base=base_rec)
     try:
         load_s = time.perf_counter() - t0
         ids = prompt_ids(backend, prompt, chat=chat, system=system, adapter=adapter)
@@ -128,7 +126,7 @@ def open_runtime(
 ) -> tuple[Any, str | None]:
     """(backend, adapter name) for `owl run` and `owl chat`, with a spinner while the weights load and
     the loader's warnings (quantization differences) printed on stderr."""
-    from owlkit.errors import Refused, UsageError
+    from owlkit.errors import Refused, UsageError, with_article
     from owlkit.runtime.backend import backend_names, open_for
 
     name = RUNTIMES.get(runtime, runtime)
@@ -138,7 +136,7 @@ def open_runtime(
         )
     if name == "gguf" and rec.manifest.kind == "model" and rec.manifest.format != "gguf":
         raise Refused(
-            f"{rec.name} is a {rec.manifest.kind}/{rec.manifest.format}; --backend gguf runs GGUF models"
+            f"{rec.name} is {with_article(rec.manifest.kind)}/{rec.manifest.format}; --backend gguf runs GGUF models"
         )
     with console.status(f"loading {rec.name} ({name})…"):
         backend, adapter = open_for(store, rec, name, base=base, max_batch=1, max_queue=1)

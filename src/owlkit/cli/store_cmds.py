@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -288,14 +289,27 @@ def _render_show(info: dict[str, Any]) -> None:
     for f in info["files"]:
         files.add_row(f["path"], human_size(f["size"]), f["sha256"])
     console.print(files)
-    for title, edges in (("parents", info["parents"]), ("children", info["children"])):
-        for e in edges:
-            target = e.get("name") or e.get("unresolved") or "?"
-            suffix = "  (unresolved: not in the store)" if e.get("unresolved") else ""
-            console.print(f"{title[:-1]}: {e['relation']} {target}{suffix}")
+    if info["parents"] or info["children"]:
+        lineage = Table(title="lineage", box=None, header_style="bold", title_justify="left")
+        for col in ("EDGE", "RELATION", "ARTIFACT"):
+            lineage.add_column(col)
+        for edge, edges in (("parent", info["parents"]), ("child", info["children"])):
+            for e in edges:
+                target = e.get("name") or e.get("unresolved") or "?"
+                suffix = "  (unresolved: not in the store)" if e.get("unresolved") else ""
+                lineage.add_row(edge, e["relation"], f"{target}{suffix}")
+        console.print(lineage)
     if info["recipe"]:
         r = info["recipe"]
-        console.print(f"recipe: {r['name']} {r['params']} inputs={r['inputs']} seed={r['seed']}")
+        recipe = Table(title=f"recipe: {r['name']}", box=None, header_style="bold", title_justify="left")
+        recipe.add_column("PARAMETER")
+        recipe.add_column("VALUE")
+        for key, value in sorted(r["params"].items()):
+            recipe.add_row(key, json.dumps(value) if not isinstance(value, str) else value)
+        for role, digest in sorted(r["inputs"].items()):
+            recipe.add_row(f"input {role}", digest[:19])
+        recipe.add_row("seed", "-" if r["seed"] is None else str(r["seed"]))
+        console.print(recipe)
 
 
 def verify_cmd(

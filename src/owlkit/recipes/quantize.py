@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from owlkit.errors import Refused, UsageError
+from owlkit.errors import Refused, UsageError, with_article
 from owlkit.quantize.drift import DEFAULT_CHUNK, DEFAULT_EVAL_TOKENS
 from owlkit.recipes import derived_origin, inherited_license, make_recipe, store_output
 from owlkit.runtime.llamacpp import has_llama_cpp, import_llama_cpp
@@ -392,7 +392,7 @@ def _adapter_to_gguf(store: Store, adapter: Record, name: str, say: Callable[[st
     started = time.time()
     if adapter.manifest.format != "peft":
         raise Refused(
-            f"{adapter.name} is a {adapter.manifest.format} adapter; --to gguf-lora converts PEFT LoRA adapters"
+            f"{adapter.name} is {with_article(adapter.manifest.format)} adapter; --to gguf-lora converts PEFT LoRA adapters"
         )
     bases = [p.digest for p in adapter.manifest.parents if p.relation == "adapter_of"]
     if not bases:

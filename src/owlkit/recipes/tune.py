@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from owlkit.errors import Refused
+from owlkit.errors import Refused, with_article
 from owlkit.recipes import capturing, derived_origin, inherited_license, make_recipe, store_output, write_card
 from owlkit.store.lineage import base_identity
 from owlkit.store.manifest import Parent, canonical_json
@@ -33,7 +33,7 @@ def resolve_input(store: Store, ref: str, kind: str) -> Record:
         return store.get(import_path(store, path).digest)
     rec = store.find(ref)
     if rec.manifest.kind != kind:
-        raise Refused(f"{rec.name} is a {rec.manifest.kind}, not a {kind}")
+        raise Refused(f"{rec.name} is {with_article(rec.manifest.kind)}, not {with_article(kind)}")
     return rec
 
 

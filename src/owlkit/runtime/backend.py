@@ -27,7 +27,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from owlkit.errors import OwlError, Refused, UsageError
+from owlkit.errors import OwlError, Refused, UsageError, with_article
 
 if TYPE_CHECKING:
     from owlkit.store.store import Record, Store
@@ -271,7 +271,9 @@ def open_for(
 
     kind = rec.manifest.kind
     if kind not in ("model", "adapter"):
-        raise Refused(f"{rec.name} is a {kind}, not a model or an adapter: give a model or adapter REF")
+        raise Refused(
+            f"{rec.name} is {with_article(kind)}, not a model or an adapter: give a model or adapter REF"
+        )
     if kind == "model":
         return open_backend(store, rec, backend_name, **options), None
     target = base or adapter_base(store, rec)

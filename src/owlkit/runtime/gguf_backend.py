@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from owlkit.errors import InvalidFile, NotFound, OwlError, Refused, UsageError
+from owlkit.errors import InvalidFile, NotFound, OwlError, Refused, UsageError, with_article
 from owlkit.runtime.backend import (
     Backend,
     BackendOptions,
@@ -76,7 +76,7 @@ class GGUFBackend(Backend):
         m = base.manifest
         if m.kind != "model" or m.format != "gguf":
             raise Refused(
-                f"{base.name} is a {m.kind}/{m.format}, not a GGUF model: serve it with --backend torch"
+                f"{base.name} is {with_article(m.kind)}/{m.format}, not a GGUF model: serve it with --backend torch"
             )
         self._lc = lc = import_llama_cpp("serving with --backend gguf")
         self._path = _gguf_file(store, base)
@@ -174,7 +174,7 @@ class GGUFBackend(Backend):
 
     def add_adapter(self, name: str, rec: Record) -> None:
         if rec.manifest.kind != "adapter":
-            raise Refused(f"{rec.name} is a {rec.manifest.kind}, not an adapter")
+            raise Refused(f"{rec.name} is {with_article(rec.manifest.kind)}, not an adapter")
         with self._cond:
             if self._closed:
                 raise Refused("the backend is shut down")
@@ -226,7 +226,9 @@ class GGUFBackend(Backend):
             self.warnings += check_adapter_applies(self.store, source, self.base)
             return _gguf_file(self.store, rec)
         if fmt != "peft":
-            raise Refused(f"{rec.name} is a {fmt} adapter; the gguf backend applies PEFT LoRA and GGUF LoRA")
+            raise Refused(
+                f"{rec.name} is {with_article(fmt)} adapter; the gguf backend applies PEFT LoRA and GGUF LoRA"
+            )
         self.warnings += check_adapter_applies(self.store, rec, self.base)
         out = Path(self._tmp.name) / f"{rec.short}.gguf"
         if not out.is_file():

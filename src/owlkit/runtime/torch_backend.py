@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from owlkit.errors import NotFound, OwlError, Refused, UsageError
+from owlkit.errors import NotFound, OwlError, Refused, UsageError, with_article
 from owlkit.runtime.backend import (
     Backend,
     BackendOptions,
@@ -113,7 +113,9 @@ class TorchBackend(Backend):
 
         super().__init__(store, base, options)
         if base.manifest.kind != "model":
-            raise Refused(f"{base.name} is a {base.manifest.kind}; serve a model and add adapters to it")
+            raise Refused(
+                f"{base.name} is {with_article(base.manifest.kind)}; serve a model and add adapters to it"
+            )
         if options.threads:
             torch.set_num_threads(options.threads)
         model, tok, warnings = load_for_inference(store, base)
@@ -180,7 +182,7 @@ class TorchBackend(Backend):
         from owlkit.store.lineage import check_adapter_applies
 
         if rec.manifest.kind != "adapter":
-            raise Refused(f"{rec.name} is a {rec.manifest.kind}, not an adapter")
+            raise Refused(f"{rec.name} is {with_article(rec.manifest.kind)}, not an adapter")
         if name == _BASE or name in self.adapters():
             raise UsageError(f"an adapter named {name!r} is already loaded: pick another name")
         self.warnings += check_adapter_applies(self.store, rec, self.base)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from owlkit.errors import NotFound, Refused, TermsForbid, UsageError
+from owlkit.errors import NotFound, Refused, TermsForbid, UsageError, with_article
 
 if TYPE_CHECKING:
     from owlkit.runtime.backend import Backend
@@ -149,7 +149,7 @@ class Server:
             hint = (
                 f"; serve its base and add it with --adapter {ref}" if rec.manifest.kind == "adapter" else ""
             )
-            raise UsageError(f"{ref} is a {rec.manifest.kind}, not a model{hint}")
+            raise UsageError(f"{ref} is {with_article(rec.manifest.kind)}, not a model{hint}")
         return rec
 
     def add_base(self, ref: str) -> Served:
@@ -173,7 +173,9 @@ class Server:
     def _adapter_record(self, ref: str) -> Record:
         rec = self.store.find(ref)
         if rec.manifest.kind != "adapter":
-            raise UsageError(f"{ref} is a {rec.manifest.kind}, not an adapter: serve it as a model REF")
+            raise UsageError(
+                f"{ref} is {with_article(rec.manifest.kind)}, not an adapter: serve it as a model REF"
+            )
         return rec
 
     def _pick_base(self, rec: Record, candidates: list[Record], names: list[str]) -> tuple[str, list[str]]:
