@@ -270,15 +270,16 @@ def test_head_only_loss_equals_full_logits_loss(base: Path, data: Path, packing:
 
     from owlkit.adapt import train as t
     from owlkit.adapt.data import IGNORE, encode_all, load_examples
+    from owlkit.adapt.loss import _HEAD_ONLY_ARCHS, loss_sum
 
     params = TuneParams(r=4, batch_size=3, seq_len=128, packing=packing)
     convs, report = load_examples(data, "alpaca")
     model, tok = t._load(base, params)
     examples = encode_all(convs, tok, template=None, max_len=params.seq_len, report=report)
     batch = t._micro_batches(examples, params, t.pad_token_id(tok))[0]
-    assert model.get_base_model().config.model_type in t._HEAD_ONLY_ARCHS
+    assert model.get_base_model().config.model_type in _HEAD_ONLY_ARCHS
 
-    loss, n = t._loss_sum(model, batch)
+    loss, n = loss_sum(model, batch)
     loss.backward()
     grads = {k: p.grad.clone() for k, p in t._trainable(model).items()}
     model.zero_grad(set_to_none=True)

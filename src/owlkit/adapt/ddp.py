@@ -1,7 +1,7 @@
 """Data-parallel ``owl tune`` over N processes with torch.distributed (DDP): gloo on CPU, nccl on CUDA.
 
 Two ways in, one code path. ``owl tune --nproc N`` makes :func:`launch` start N children of
-``python -m owlkit.adapt.ddp SPEC`` on this machine (rendezvous on 127.0.0.1 and a free port, gloo
+``python -m owlkit.adapt.rank SPEC`` on this machine (rendezvous on 127.0.0.1 and a free port, gloo
 bound to the loopback interface); under ``torchrun`` the environment already names RANK, WORLD_SIZE
 and LOCAL_RANK and each process joins that group instead. Either way each rank runs
 ``owlkit.adapt.train.train`` with a :class:`Group`, which:
@@ -48,7 +48,7 @@ from owlkit.errors import OwlError, UsageError
 if TYPE_CHECKING:
     import torch
 
-    from owlkit.adapt.train import TrainResult, TuneParams
+    from owlkit.adapt.params import TrainResult, TuneParams
 
 _ENV_THREADS = "OWL_DDP_THREADS"  # the launcher's thread count, split over the ranks
 _ENV_PROGRESS = "OWL_DDP_PROGRESS"  # rank 0 appends its per-step log entries here (JSON lines)
@@ -144,11 +144,11 @@ class Group:
 
 @functools.cache
 def _loss_module_class() -> type:
-    """``LossModule(model)(batch)`` is ``_loss_sum(model, batch)`` as a module DDP can wrap (made on
+    """``LossModule(model)(batch)`` is ``loss_sum(model, batch)`` as a module DDP can wrap (made on
     first use: torch is imported lazily)."""
     import torch
 
-    from owlkit.adapt.train import _loss_sum
+    from owlkit.adapt.loss import loss_sum
 
     class LossModule(torch.nn.Module):
         def __init__(self, model: Any) -> None:
@@ -156,7 +156,7 @@ def _loss_module_class() -> type:
             self.model = model
 
         def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-            return _loss_sum(self.model, batch)
+            return loss_sum(self.model, batch)
 
     return LossModule
 
@@ -237,7 +237,7 @@ def launch(
     """Run :func:`owlkit.adapt.train.train` in ``params.nproc`` local processes; rank 0's result."""
     import torch
 
-    from owlkit.adapt.train import TrainResult
+    from owlkit.adapt.params import TrainResult
 
     n = params.nproc
     with tempfile.TemporaryDirectory(prefix="owl-ddp-") as tmp:
@@ -275,7 +275,7 @@ def launch(
                 procs.append(
                     (
                         subprocess.Popen(
-                            [sys.executable, "-m", "owlkit.adapt.ddp", str(run / "spec.json")],
+                            [sys.executable, "-m", "owlkit.adapt.rank", str(run / "spec.json")],
                             env=rank_env,
                             stdout=log,
                             stderr=subprocess.STDOUT,
@@ -367,13 +367,13 @@ def _rank_error(run: Path, failed: list[int]) -> OwlError:
 # ---------------------------------------------------------------- one rank (the child process)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m owlkit.adapt.ddp SPEC``: one rank of :func:`launch`."""
-    argv = sys.argv[1:] if argv is None else argv
+def run_rank(argv: list[str], train: Callable[..., Any]) -> int:
+    """One rank of :func:`launch` (``python -m owlkit.adapt.rank SPEC``): ``train`` with the spec's
+    arguments; rank 0 writes the result where :func:`launch` reads it, any rank a one-line error."""
     run = Path(argv[0]).parent
     rank = launched_rank()
     try:
-        from owlkit.adapt.train import TuneParams, train
+        from owlkit.adapt.params import TuneParams
 
         spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
         progress_path = os.environ.get(_ENV_PROGRESS)
@@ -410,7 +410,3 @@ def main(argv: list[str] | None = None) -> int:
         report = {"type": type(e).__name__, "owl": isinstance(e, OwlError), "message": message}
         (run / f"error{rank}.json").write_text(json.dumps(report), encoding="utf-8")
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

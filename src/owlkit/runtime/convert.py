@@ -22,34 +22,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from owlkit.errors import InvalidFile, UsageError, missing_extra
-from owlkit.runtime.load import check_dtype, gguf_load_bytes, refuse_if_too_big
+from owlkit.runtime.load import (
+    NO_HUB_KERNELS,
+    check_dtype,
+    check_gguf_architecture,
+    gguf_architectures,
+    gguf_load_bytes,
+    refuse_if_too_big,
+)
 
 CONVERT_DTYPES = ("float32", "bfloat16")
-
-
-def gguf_architectures() -> list[str]:
-    """The GGUF ``general.architecture`` values transformers can load (sorted)."""
-    from transformers.integrations.gguf import GGUF_CONFIG_ARCHS
-    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
-
-    names = set(GGUF_SUPPORTED_ARCHITECTURES) | set(GGUF_CONFIG_ARCHS)
-    return sorted(names - {"general", "tokenizer"})
-
-
-def _squash(name: str) -> str:
-    # transformers spells some architectures differently from llama.cpp: "qwen2moe" / "qwen2_moe".
-    return name.lower().replace("_", "").replace("-", "")
-
-
-def check_gguf_architecture(name: str, arch: object) -> None:
-    """InvalidFile naming the architectures transformers loads, when ``arch`` is not one of them."""
-    supported = gguf_architectures()
-    known = {_squash(a) for a in supported}
-    if not isinstance(arch, str) or not any(_squash(arch).startswith(k) for k in known):
-        raise InvalidFile(
-            f"{name}: architecture {arch!r} cannot be converted: transformers loads GGUF files of "
-            f"{', '.join(supported)} only"
-        )
 
 
 def gguf_to_hf(
@@ -125,8 +107,6 @@ def _convert(
     gguf_path: Path, out_dir: Path, torch_dtype: object, say: Callable[[str], None], what: str
 ) -> None:
     from transformers import AutoModelForCausalLM
-
-    from owlkit.runtime.load import NO_HUB_KERNELS
 
     name = gguf_path.name
     say(f"dequantizing {what}")

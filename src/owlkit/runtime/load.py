@@ -48,6 +48,31 @@ def keep_4bit_on_float_path(model: Any) -> Any:
     return model
 
 
+def gguf_architectures() -> list[str]:
+    """The GGUF ``general.architecture`` values transformers can load (sorted)."""
+    from transformers.integrations.gguf import GGUF_CONFIG_ARCHS
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    names = set(GGUF_SUPPORTED_ARCHITECTURES) | set(GGUF_CONFIG_ARCHS)
+    return sorted(names - {"general", "tokenizer"})
+
+
+def _squash(name: str) -> str:
+    # transformers spells some architectures differently from llama.cpp: "qwen2moe" / "qwen2_moe".
+    return name.lower().replace("_", "").replace("-", "")
+
+
+def check_gguf_architecture(name: str, arch: object) -> None:
+    """InvalidFile naming the architectures transformers loads, when ``arch`` is not one of them."""
+    supported = gguf_architectures()
+    known = {_squash(a) for a in supported}
+    if not isinstance(arch, str) or not any(_squash(arch).startswith(k) for k in known):
+        raise InvalidFile(
+            f"{name}: architecture {arch!r} cannot be converted: transformers loads GGUF files of "
+            f"{', '.join(supported)} only"
+        )
+
+
 def available_memory() -> int:
     """Bytes this process can still allocate: MemAvailable, capped by a cgroup v2 memory limit."""
     available = None
@@ -125,7 +150,6 @@ def load_causal_lm(folder: Path, *, gguf_file: str | None = None, dtype: str = "
     if gguf_file is not None:
         from owlkit.formats.gguf import read_gguf
         from owlkit.formats.tokenizer import load_gguf_tokenizer
-        from owlkit.runtime.convert import check_gguf_architecture
 
         gguf = read_gguf(folder / gguf_file)
         check_gguf_architecture(gguf_file, gguf.metadata.get("general.architecture"))
