@@ -91,7 +91,7 @@ def test_folder_is_alpaca_cc0(tmp_path: Path) -> None:
 
 def test_license_file_alone_is_cc0(tmp_path: Path) -> None:
     """The LICENSE text is recognised by itself, not only through the card's metadata."""
-    from owlkit.terms.detect import match_license_text
+    from owlkit.formats.license import match_license_text
 
     write_demo_data(tmp_path / "d", DemoDataParams(train=5, heldout=5))
     assert match_license_text((tmp_path / "d" / "LICENSE").read_text()) == "CC0-1.0"

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from owlkit.errors import InvalidFile, NotFound
-from owlkit.terms.detect import normalize_license
+from owlkit.formats.license import normalize_license
 from owlkit.terms.kb import (
     CLAUSES,
     LICENSES_DIR,
@@ -127,7 +127,7 @@ def test_hub_tags_resolve_to_the_detected_id(tag: str) -> None:
 
 
 def test_every_alias_agrees_with_detection() -> None:
-    """What detect.py makes of an alias (if anything) leads back to the same license."""
+    """What formats/license.py makes of an alias (if anything) leads back to the same license."""
     for lic in load_kb().values():
         for alias in (lic.id, *lic.aliases):
             assert find_license(alias) is lic, alias

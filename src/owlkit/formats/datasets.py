@@ -280,7 +280,7 @@ def read_data_file(path: Path, rel: str | None = None) -> DataFile:
 
 def is_data_file(rel: str) -> bool:
     """A file counted as data: a data suffix, and not a license or notice text."""
-    from owlkit.terms.detect import is_license_file
+    from owlkit.formats.license import is_license_file
 
     name = rel.rsplit("/", 1)[-1]
     return (
@@ -327,7 +327,7 @@ def inspect_dataset(path: Path) -> Inspected:
     if path.is_file():
         data = [read_data_file(path)]
         files = [path.name]
-        from owlkit.terms.detect import detect_license
+        from owlkit.formats.license import detect_license
 
         license_ = detect_license()
     else:

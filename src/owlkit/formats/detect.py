@@ -71,7 +71,7 @@ def _inspect_file(path: Path) -> Inspected:
 
 def inspect_gguf(path: Path) -> Inspected:
     from owlkit.formats.gguf import gguf_facts, gguf_license, gguf_origin, gguf_type_histogram, read_gguf
-    from owlkit.terms.detect import detect_license
+    from owlkit.formats.license import detect_license
 
     g = read_gguf(path)
     repo_id, revision, via = gguf_origin(g)

@@ -287,7 +287,7 @@ class FolderTerms:
 def folder_terms(root: Path, files: list[str]) -> FolderTerms:
     """Card metadata (README.md front matter), the license (card, then LICENSE-like files), and the
     NOTICE / USE_POLICY files recorded in side ("notice_files", "policy_files")."""
-    from owlkit.terms.detect import detect_license, is_license_file
+    from owlkit.formats.license import detect_license, is_license_file
 
     warnings: list[str] = []
     side: dict[str, Any] = {}

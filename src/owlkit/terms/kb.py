@@ -4,7 +4,7 @@ One YAML file per license lives in ``owlkit/terms/licenses/<id>.yaml``. Every fi
 clauses (commercial use, derivatives, share-alike, attribution, naming, use restrictions, training on
 outputs, redistribution, hosted service, patent grant, termination); each clause says its value, the
 text and section it comes from, and whether someone actually read that text (``verified``). Ids are
-the ones :mod:`owlkit.terms.detect` produces (``Apache-2.0``, ``LicenseRef-llama3.1``), so a detected
+the ones :mod:`owlkit.formats.license` produces (``Apache-2.0``, ``LicenseRef-llama3.1``), so a detected
 license can be looked up directly; aliases cover Hugging Face tags, ``license_name`` values seen on
 the Hub and common names.
 
@@ -309,7 +309,7 @@ def load_kb() -> dict[str, License]:
 def find_license(id_or_alias: str) -> License:
     """A license by id, alias, Hugging Face tag or common name, in any case.
 
-    Names the index does not hold go through :func:`owlkit.terms.detect.normalize_license`
+    Names the index does not hold go through :func:`owlkit.formats.license.normalize_license`
     (``Apache License, Version 2.0`` -> ``Apache-2.0``). Unknown names raise
     :class:`~owlkit.errors.NotFound` suggesting the closest ids.
     """
@@ -317,7 +317,7 @@ def find_license(id_or_alias: str) -> License:
     key = " ".join(str(id_or_alias).split()).lower()
     found = index.get(key)
     if found is None and key:
-        from owlkit.terms.detect import normalize_license
+        from owlkit.formats.license import normalize_license
 
         normalized = normalize_license(id_or_alias)
         found = index.get(normalized.lower()) if normalized else None
@@ -339,7 +339,7 @@ def licenses_in(expression: str) -> list[str]:
     """
     from license_expression import ExpressionError, LicenseWithExceptionSymbol
 
-    from owlkit.terms.detect import normalize_license, spdx_licensing
+    from owlkit.formats.license import normalize_license, spdx_licensing
 
     licensing = spdx_licensing()
     try:

@@ -450,7 +450,7 @@ def attach(
 
     The license is normalised (``apache 2.0`` -> ``Apache-2.0``); one not recognised is kept as
     ``unknown`` with a warning. Stored in the side record: the manifest and digest never change."""
-    from owlkit.terms.detect import normalize_license
+    from owlkit.formats.license import normalize_license
 
     comp = find_component(component)
     url = check_url(url)
@@ -593,7 +593,7 @@ def _owlkit_license() -> str:
         meta = metadata.metadata("owlkit")
     except metadata.PackageNotFoundError:
         return "unknown"
-    from owlkit.terms.detect import normalize_license
+    from owlkit.formats.license import normalize_license
 
     return normalize_license(meta.get("License-Expression") or meta.get("License") or "") or "unknown"
 

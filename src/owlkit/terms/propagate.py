@@ -141,7 +141,7 @@ def _alternatives(expression: str) -> list[list[str]] | None:
     None when it does not parse."""
     from license_expression import ExpressionError
 
-    from owlkit.terms.detect import spdx_licensing
+    from owlkit.formats.license import spdx_licensing
 
     try:
         parsed = spdx_licensing().parse(expression, validate=False)

@@ -1,4 +1,4 @@
-"""owlkit.terms.detect: license ids from card values, names and license texts, with their source."""
+"""owlkit.formats.license: license ids from card values, names and license texts, with their source."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from owlkit.formats.base import LicenseFinding
-from owlkit.terms.detect import HF_TAGS, detect_license, hf_tag_id, match_license_text, normalize_license
+from owlkit.formats.license import HF_TAGS, detect_license, hf_tag_id, match_license_text, normalize_license
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("OWL_SHARED", REPO.parent / "shared"))
