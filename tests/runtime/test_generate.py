@@ -10,11 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from owlkit.backends.base import Sampling, open_for
+from owlkit.backends.session import Reply, fit_history, prompt_ids
 from owlkit.errors import Refused, UsageError
-from owlkit.runtime.backend import Sampling, open_for
 from owlkit.runtime.generate import chat_prompt, stream_generate
 from owlkit.runtime.load import available_memory, load_causal_lm
-from owlkit.runtime.session import Reply, fit_history, prompt_ids
 from owltest import STORIES, need
 
 # Karpathy's documented greedy sample of stories260K (llama2.c doc/stories260K.md), from BOS.

@@ -29,7 +29,7 @@ def test_models_lists_bases_and_adapters_with_parent_and_license(client: Any) ->
 
 
 def test_completion_matches_the_backend_run_alone_and_adapters_differ(client: Any, served: Any) -> None:
-    from owlkit.runtime.backend import Sampling, generate
+    from owlkit.backends.base import Sampling, generate
 
     texts = {m: greedy(client, m) for m in ("tiny", "lora", "dora")}
     assert len(set(texts.values())) == 3, texts  # each adapter changes the output

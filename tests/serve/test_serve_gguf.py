@@ -76,7 +76,7 @@ def stream_chat(client: Any, model: str) -> tuple[str, list[Any]]:
 
 
 def test_streamed_chat_on_the_base_and_the_adapter(client: Any, gguf_server: Any) -> None:
-    from owlkit.runtime.gguf_backend import GGUFBackend
+    from owlkit.backends.gguf_backend import GGUFBackend
     from owlkit.runtime.llamacpp import open_gguf
 
     models = {m.id: m.model_dump() for m in client.models.list().data}

@@ -8,7 +8,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from owlkit.runtime.backend import Event, Request, Sampling
+from owlkit.backends.base import Event, Request, Sampling
 from owlkit.serve.generation import Choice
 
 

@@ -22,7 +22,7 @@ from owlkit.errors import OwlError, UsageError, with_article
 from owlkit.store import open_store
 
 if TYPE_CHECKING:
-    from owlkit.runtime.backend import Backend, Sampling
+    from owlkit.backends.base import Backend, Sampling
     from owlkit.store.store import Record, Store
 
 HELP = """commands:
@@ -67,8 +67,8 @@ def chat_cmd(
 
     Example: owl chat smollm2 --system "Answer in one sentence."
     """
+    from owlkit.backends.base import Sampling
     from owlkit.cli.model_cmds import open_runtime
-    from owlkit.runtime.backend import Sampling
 
     store = open_store(write=True)  # checkouts are written into the store
     rec = store.find(ref)
@@ -128,7 +128,7 @@ class Chat:
     def turn(self, text: str) -> None:
         """Send one user message and stream the reply; on any failure the message is taken back, so
         the history stays as it was and the chat goes on."""
-        from owlkit.runtime.session import Reply, fit_history
+        from owlkit.backends.session import Reply, fit_history
 
         self.messages.append({"role": "user", "content": text})
         context = self.backend.context_length

@@ -83,9 +83,9 @@ def run_cmd(
 
     Example: owl run smollm2 "What is the capital of France?" --chat
     """
+    from owlkit.backends.base import Sampling
+    from owlkit.backends.session import Reply, prompt_ids
     from owlkit.errors import UsageError
-    from owlkit.runtime.backend import Sampling
-    from owlkit.runtime.session import Reply, prompt_ids
 
     if prompt == "-":
         prompt = sys.stdin.read()
@@ -126,8 +126,8 @@ def open_runtime(
 ) -> tuple[Any, str | None]:
     """(backend, adapter name) for `owl run` and `owl chat`, with a spinner while the weights load and
     the loader's warnings (quantization differences) printed on stderr."""
+    from owlkit.backends.base import backend_names, open_for
     from owlkit.errors import Refused, UsageError, with_article
-    from owlkit.runtime.backend import backend_names, open_for
 
     name = RUNTIMES.get(runtime, runtime)
     if name not in backend_names():

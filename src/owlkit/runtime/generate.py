@@ -1,7 +1,7 @@
 """Sampling helpers shared by the backends, and a direct streaming loop over a loaded model.
 
-`owl run`, `owl chat` and `owl serve` generate through a backend (``owlkit.runtime.backend``, one
-turn at a time in ``owlkit.runtime.session``). What stays here: the EOS ids and the token sampler the
+`owl run`, `owl chat` and `owl serve` generate through a backend (``owlkit.backends.base``, one
+turn at a time in ``owlkit.backends.session``). What stays here: the EOS ids and the token sampler the
 torch backend uses, the chat prompt of a bare tokenizer, and :func:`stream_generate`, a single-sequence
 loop over an in-memory model (one forward per token with a KV cache, greedy at temperature 0, else
 temperature + top-p from a seeded ``torch.Generator``) for code that holds a model but no store record
@@ -88,7 +88,7 @@ def stream_generate(
     """
     import torch
 
-    from owlkit.runtime.backend import Sampling, TextStream
+    from owlkit.runtime.stream import Sampling, TextStream
 
     Sampling(max_tokens, temperature, top_p, seed).check()
     if chat:

@@ -1,4 +1,4 @@
-"""`owl serve`: an OpenAI-compatible HTTP API over the inference backends (owlkit.runtime.backend).
+"""`owl serve`: an OpenAI-compatible HTTP API over the inference backends (owlkit.backends.base).
 
 - :class:`Server` (registry.py): the served bases and adapters, api key, declared use, terms checks;
 - :func:`create_app` (app.py): the FastAPI application; :func:`run_in_thread` serves it on a free

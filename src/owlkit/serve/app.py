@@ -33,15 +33,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from owlkit.backends.base import Sampling, TokenLogprob
 from owlkit.errors import NotFound, OwlError, UsageError
-from owlkit.runtime.backend import Sampling, TokenLogprob
 from owlkit.serve.errors import APIError, bad_request, from_owl
 from owlkit.serve.generation import Generation, Update
 from owlkit.serve.registry import Served, Server
 from owlkit.serve.schemas import ChatCompletionRequest, CompletionRequest, LoadLoraRequest, UnloadLoraRequest
 
 if TYPE_CHECKING:
-    from owlkit.runtime.backend import Backend
+    from owlkit.backends.base import Backend
 
 _RESERVED_TEMPLATE_VARS = frozenset({"template", "messages", "add_generation_prompt", "tools"})
 

@@ -39,7 +39,7 @@ def bad_request(message: str, *, param: str | None = None, code: str | None = No
 
 def from_owl(e: OwlError, *, param: str | None = None) -> APIError:
     """The answer for an owlkit error raised while handling a request."""
-    from owlkit.runtime.backend import QueueFull
+    from owlkit.backends.base import QueueFull
 
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
     if isinstance(e, QueueFull):

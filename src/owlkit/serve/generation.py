@@ -18,11 +18,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from owlkit.runtime.backend import Event, Request, Sampling, TextStream, TokenLogprob
+from owlkit.backends.base import Event, Request, Sampling, TokenLogprob
+from owlkit.runtime.stream import TextStream
 
 if TYPE_CHECKING:
+    from owlkit.backends.base import Backend
     from owlkit.errors import OwlError
-    from owlkit.runtime.backend import Backend
 
 
 @dataclass

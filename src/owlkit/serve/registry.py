@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from owlkit.errors import NotFound, Refused, TermsForbid, UsageError, with_article
 
 if TYPE_CHECKING:
-    from owlkit.runtime.backend import Backend
+    from owlkit.backends.base import Backend
     from owlkit.store.store import Record, Store
 
 
@@ -162,7 +162,7 @@ class Server:
         return self._load_base(ref, rec, terms, warnings)
 
     def _load_base(self, ref: str, rec: Record, terms: dict | None, warnings: list[str]) -> Served:
-        from owlkit.runtime.backend import open_backend
+        from owlkit.backends.base import open_backend
 
         backend = open_backend(self.store, rec, self.backend_name, **self.backend_options)
         served = Served(ref, rec, backend, terms=terms, warnings=list(warnings or []))

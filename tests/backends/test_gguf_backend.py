@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from owlkit.backends.base import BackendOptions, Event, QueueFull, Request, Sampling, generate
 from owlkit.errors import NotFound, Refused, UsageError
-from owlkit.runtime.backend import BackendOptions, Event, QueueFull, Request, Sampling, generate
 from owltest import SMOLLM_GGUF, build_adapter, need
 
 llama_cpp = pytest.importorskip(
@@ -53,7 +53,7 @@ def smol(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture(scope="module")
 def backend(smol: Any) -> Any:
-    from owlkit.runtime.gguf_backend import GGUFBackend
+    from owlkit.backends.gguf_backend import GGUFBackend
 
     be = GGUFBackend(smol, smol.find("smollm2"), BackendOptions(threads=1))
     yield be
@@ -131,7 +131,7 @@ def test_logprobs_and_echo(backend: Any, reference: Any) -> None:
 
 
 def test_cancel_aborts_and_a_full_queue_refuses(smol: Any, backend: Any) -> None:
-    from owlkit.runtime.gguf_backend import GGUFBackend
+    from owlkit.backends.gguf_backend import GGUFBackend
 
     prompt = backend.encode(PROMPT, special=True)
     # Cancelled after its first token: the request ends with "abort" at the next step.
@@ -170,7 +170,7 @@ def test_cancel_aborts_and_a_full_queue_refuses(smol: Any, backend: Any) -> None
 
 
 def test_context_full_stops_with_length(smol: Any) -> None:
-    from owlkit.runtime.gguf_backend import GGUFBackend
+    from owlkit.backends.gguf_backend import GGUFBackend
 
     be = GGUFBackend(smol, smol.find("smollm2"), BackendOptions(threads=1, n_ctx=256))  # llama.cpp's least
     try:
@@ -205,7 +205,7 @@ def test_text_helpers(backend: Any) -> None:
 
 
 def test_non_gguf_base_is_refused_naming_the_torch_backend(smol: Any) -> None:
-    from owlkit.runtime.gguf_backend import GGUFBackend
+    from owlkit.backends.gguf_backend import GGUFBackend
 
     with pytest.raises(Refused, match="--backend torch"):
         GGUFBackend(smol, smol.find("smollm2-hf"), BackendOptions())
@@ -281,7 +281,7 @@ def test_lora_adapter_switched_per_request(
 
 
 def test_close_is_prompt(smol: Any) -> None:
-    from owlkit.runtime.gguf_backend import GGUFBackend
+    from owlkit.backends.gguf_backend import GGUFBackend
 
     be = GGUFBackend(smol, smol.find("smollm2"), BackendOptions(threads=1, n_ctx=128))
     got: list[Event] = []

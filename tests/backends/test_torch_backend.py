@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from owlkit.runtime.backend import Event, QueueFull, Request, Sampling, generate, open_backend
+from owlkit.backends.base import Event, QueueFull, Request, Sampling, generate, open_backend
 from owltest import build_adapter
 
 GREEDY = Sampling(max_tokens=12, temperature=0)

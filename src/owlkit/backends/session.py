@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from owlkit.backends.base import Backend, Sampling, generate
 from owlkit.errors import UsageError
-from owlkit.runtime.backend import Backend, Sampling, TextStream, generate
 from owlkit.runtime.chat import render_chat
+from owlkit.runtime.stream import TextStream
 
 
 def chat_ids(

@@ -39,8 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from owlkit.errors import InvalidFile, NotFound, OwlError, Refused, UsageError, with_article
-from owlkit.runtime.backend import (
+from owlkit.backends.base import (
     Backend,
     BackendOptions,
     Event,
@@ -50,6 +49,7 @@ from owlkit.runtime.backend import (
     TokenLogprob,
     adapter_chat_template,
 )
+from owlkit.errors import InvalidFile, NotFound, OwlError, Refused, UsageError, with_article
 from owlkit.runtime.llamacpp import import_llama_cpp, open_gguf
 
 if TYPE_CHECKING:

@@ -23,8 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from owlkit.errors import NotFound, OwlError, Refused, UsageError, with_article
-from owlkit.runtime.backend import (
+from owlkit.backends.base import (
     Backend,
     BackendOptions,
     Event,
@@ -33,6 +32,7 @@ from owlkit.runtime.backend import (
     TokenLogprob,
     adapter_chat_template,
 )
+from owlkit.errors import NotFound, OwlError, Refused, UsageError, with_article
 
 if TYPE_CHECKING:
     from owlkit.store.store import Record, Store
