@@ -121,24 +121,6 @@ def _load(base_dir: Path, params: TuneParams) -> tuple[Any, Any]:
     return get_peft_model(model, config), tokenizer
 
 
-def _nf4_config() -> Any:
-    """The QLoRA quantization: 4-bit NF4 with double quantization, float32 compute (CPU has no fast
-    half-precision matmul, and float32 keeps the loop deterministic)."""
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise missing_extra("bitsandbytes", "ml", "owl tune --method qlora") from None
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.float32,
-    )
-
-
 def pad_token_id(tokenizer: Any) -> int:
     """The id that fills padding: the tokenizer's pad token, else EOS (never trained or attended to)."""
     if tokenizer.pad_token_id is not None:
