@@ -5,3 +5,12 @@ __version__ = "0.1.0"
 from owlkit.offline import install_import_hooks as _install_import_hooks
 
 _install_import_hooks()
+
+
+def __getattr__(name: str) -> object:
+    # `from owlkit import Owl` without importing the API (and the store) for every `import owlkit.x`
+    if name == "Owl":
+        from owlkit.api import Owl
+
+        return Owl
+    raise AttributeError(f"module 'owlkit' has no attribute {name!r}")

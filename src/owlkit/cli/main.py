@@ -14,7 +14,6 @@ Examples:
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -60,7 +59,9 @@ def _root(
     if debug:
         warnings.resetwarnings()
     if home is not None:
-        os.environ["OWL_HOME"] = str(home)
+        from owlkit.cli import state
+
+        state.home = home
 
 
 _registered = False

@@ -102,3 +102,58 @@ def print_stored(store: Any, digest: str, done: str, started: float, *, as_json:
     for w in warnings:
         err_console.print(f"[yellow]warning:[/yellow] {w}")
     console.print(f"{done} -> [bold]{rec.name}[/bold] {digest[:19]} in {time.perf_counter() - started:.1f}s")
+
+
+@contextmanager
+def progress_bars(*, enabled: bool = True) -> Iterator[Any]:
+    """A Rich renderer for the API's progress events: one bar per stage, bytes with rate, training steps
+    with loss and tokens/s, everything with an ETA. Yields the callback (None when disabled); stages of
+    under 16 MB are not drawn (they finish before a bar helps)."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+    from rich.text import Text
+
+    class _Amount(ProgressColumn):
+        """Bytes as sizes with a rate; other units as N/M."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._bytes, self._speed, self._count = DownloadColumn(), TransferSpeedColumn(), MofNCompleteColumn()
+
+        def render(self, task: Any) -> Text:
+            if task.fields.get("unit") == "bytes":
+                return Text.assemble(self._bytes.render(task), " ", self._speed.render(task))
+            return self._count.render(task)
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        _Amount(),
+        TextColumn("{task.fields[note]}"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def on_event(ev: Any) -> None:
+            if ev.unit == "bytes" and ev.total is not None and ev.total < 16 * 1024 * 1024:
+                return
+            if ev.stage not in tasks:
+                tasks[ev.stage] = bar.add_task(ev.stage, total=ev.total, unit=ev.unit, note="")
+            info = ev.info
+            note = f"loss {info['loss']:.4f}  {info.get('tokens_per_s', 0):.0f} tok/s" if "loss" in info else ""
+            bar.update(tasks[ev.stage], completed=ev.done, total=ev.total, note=note)
+
+        yield on_event

@@ -5,21 +5,23 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from owlkit.cli.render import (
-    byte_progress,
     console,
     err_console,
     human_count,
     human_size,
     print_columns,
     print_json,
+    progress_bars,
 )
-from owlkit.store import open_store
-from owlkit.store.store import Record, Store
+from owlkit.cli.state import owl
+
+if TYPE_CHECKING:
+    from owlkit.api import ArtifactDetail
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -55,49 +57,21 @@ def import_cmd(
 
     Example: owl import ./SmolLM2-135M-Instruct.Q4_1.gguf --name smollm2
     """
-    from owlkit.importer import import_path, plan, total_bytes
-    from owlkit.store.names import parse_name
-
-    if name:
-        parse_name(name)  # a bad name fails before any work
     started = time.perf_counter()
-    ins = plan(path)
-    store = open_store(write=True)
-    with byte_progress(f"importing {path.name}", total_bytes(ins), enabled=not as_json) as advance:
-        res = import_path(
-            store, path, name=name, convert_pickle=convert_pickle, progress=advance, inspected=ins
-        )
-    rec = store.get(res.digest)
+    with progress_bars(enabled=not as_json) as progress:
+        res = owl().import_(path, name=name, convert_pickle=convert_pickle, progress=progress)
     if as_json:
-        print_json(
-            {"digest": res.digest, "name": res.name, "converted_from": res.converted_from, **_summary(rec)}
-        )
+        print_json(res.to_dict())
         return
     for w in res.warnings:
         err_console.print(f"[yellow]warning:[/yellow] {w}")
-    for f in ins.flags:
+    for f in res.flags:
         err_console.print(f"[yellow]flag:[/yellow] {f}")
+    a = res.artifact
     console.print(
-        f"imported [bold]{res.name}[/bold] {rec.manifest.kind}/{rec.manifest.format} "
-        f"{human_size(rec.manifest.size)} {res.digest[:19]} in {time.perf_counter() - started:.1f}s"
+        f"imported [bold]{res.name}[/bold] {a.kind}/{a.format} "
+        f"{human_size(a.size)} {a.digest[:19]} in {time.perf_counter() - started:.1f}s"
     )
-
-
-def _summary(rec: Record) -> dict[str, Any]:
-    m = rec.manifest
-    return {
-        "digest": rec.digest,
-        "names": rec.tags,
-        "kind": m.kind,
-        "format": m.format,
-        "architecture": m.facts.get("architecture"),
-        "parameters": m.facts.get("parameters"),
-        "dtype": m.facts.get("dtype"),
-        "quantization": m.facts.get("quantization"),
-        "license": m.license,
-        "size": m.size,
-        "created_at": rec.created_at,
-    }
 
 
 def ls_cmd(
@@ -110,35 +84,27 @@ def ls_cmd(
 
     Example: owl ls --kind adapter
     """
-    from owlkit.store.manifest import KINDS
-
-    if kind and kind not in KINDS:
-        from owlkit.errors import UsageError
-
-        raise UsageError(f"unknown --kind {kind!r}: choose one of {', '.join(KINDS)}")
-    records = open_store().list(kind)
+    artifacts = owl().ls(kind)
     if as_json:
-        print_json([_summary(r) for r in records])
+        print_json([a.to_dict() for a in artifacts])
         return
-    if not records:
+    if not artifacts:
         console.print("the store is empty: add something with `owl import PATH`")
         return
-    rows = []
-    for r in records:
-        f = r.manifest.facts
-        rows.append(
-            [
-                ", ".join(r.tags) or "<none>",
-                r.short,
-                r.manifest.kind,
-                r.manifest.format,
-                f.get("architecture") or "-",
-                human_count(f.get("parameters")),
-                f.get("dtype") or "-",
-                r.manifest.license,
-                human_size(r.manifest.size),
-            ]
-        )
+    rows = [
+        [
+            ", ".join(a.names) or "<none>",
+            a.short,
+            a.kind,
+            a.format,
+            a.architecture or "-",
+            human_count(a.parameters),
+            a.dtype or "-",
+            a.license,
+            human_size(a.size),
+        ]
+        for a in artifacts
+    ]
     print_columns(["NAME", "DIGEST", "KIND", "FORMAT", "ARCH", "PARAMS", "DTYPE", "LICENSE", "SIZE"], rows)
 
 
@@ -153,21 +119,19 @@ def show_cmd(
 
     Example: owl show smollm2
     """
-    store = open_store()
-    rec = store.find(ref)
-    info = show_info(store, rec)
+    info = owl().show(ref)
     if plot:
-        _write_plot(rec, plot)
+        _write_plot(info, plot)
     if as_json:
-        print_json(info)
+        print_json(info.to_dict())
         return
     _render_show(info)
-    _render_training(rec)
-    _render_quality(rec)
+    _render_training(info)
+    _render_quality(info)
 
 
-def _loss_series(rec: Record) -> dict[str, list[tuple[int, float]]]:
-    log = (rec.side.get("training") or {}).get("log") or []
+def _loss_series(info: ArtifactDetail) -> dict[str, list[tuple[int, float]]]:
+    log = (info.training or {}).get("log") or []
     series: dict[str, list[tuple[int, float]]] = {}
     for key in ("loss", "eval_loss"):
         points = [(int(e["step"]), float(e[key])) for e in log if e.get(key) is not None]
@@ -176,86 +140,50 @@ def _loss_series(rec: Record) -> dict[str, list[tuple[int, float]]]:
     return series
 
 
-def _render_training(rec: Record) -> None:
+def _render_training(info: ArtifactDetail) -> None:
     from owlkit.cli.plot import sparkline
 
-    for key, points in _loss_series(rec).items():
+    for key, points in _loss_series(info).items():
         values = [v for _, v in points]
         console.print(
             f"{key:<10} {values[0]:.3f} {sparkline(values)} {values[-1]:.3f}  ({len(values)} points)"
         )
 
 
-def _render_quality(rec: Record) -> None:
+def _render_quality(info: ArtifactDetail) -> None:
     """The drift `owl quantize` measured, when this artifact is a quantized variant."""
-    quality = rec.side.get("quality")
-    if quality:
+    if info.quality:
         from owlkit.cli.quantize_cmds import drift_table
 
-        console.print(
-            drift_table([(rec.name, (rec.side.get("quantize") or {}).get("export") or {}, quality)])
-        )
+        console.print(drift_table([(info.name, (info.quantize or {}).get("export") or {}, info.quality)]))
 
 
-def _write_plot(rec: Record, path: Path) -> None:
+def _write_plot(info: ArtifactDetail, path: Path) -> None:
     from owlkit.cli.plot import loss_svg
     from owlkit.errors import UsageError
 
-    series = _loss_series(rec)
+    series = _loss_series(info)
     if not series:
-        raise UsageError(f"{rec.name} has no training log to plot: --plot is for artifacts made by owl tune")
-    loss_svg(series, f"{rec.name}: training loss", path)
+        raise UsageError(f"{info.name} has no training log to plot: --plot is for artifacts made by owl tune")
+    loss_svg(series, f"{info.name}: training loss", path)
     err_console.print(f"wrote {path}")
 
 
-def show_info(store: Store, rec: Record) -> dict[str, Any]:
-    from owlkit.store.lineage import base_identity
-
-    up, down = store.edges_of(rec.digest)
-    m = rec.manifest
-    info: dict[str, Any] = {
-        **_summary(rec),
-        "facts": m.facts,
-        "license_detail": rec.side.get("license", {}),
-        "origin": rec.side.get("origin", {}),
-        "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in m.files],
-        "parents": [
-            {
-                "relation": e.relation,
-                "digest": e.parent,
-                "name": store.label(e.parent) if e.parent else None,
-                "unresolved": e.parent_ref if not e.parent else None,
-            }
-            for e in up
-        ],
-        "children": [{"relation": e.relation, "digest": e.child, "name": store.label(e.child)} for e in down],
-        "recipe": m.recipe.to_json() if m.recipe else None,
-        "flags": rec.side.get("flags", []),
-        "warnings": rec.side.get("warnings", []),
-    }
-    for key in ("quality", "descends_from_quantized"):
-        if rec.side.get(key):
-            info[key] = rec.side[key]
-    if m.kind == "model":
-        info["base_identity"] = base_identity(store, rec).digest
-    return info
-
-
-def _render_show(info: dict[str, Any]) -> None:
+def _render_show(info: ArtifactDetail) -> None:
     from rich.table import Table
 
-    facts = info["facts"]
-    lic = info["license_detail"]
-    origin = info["origin"]
+    facts = info.facts
+    lic = info.license_detail
+    origin = info.origin
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
     rows = [
-        ("name", ", ".join(info["names"]) or "<none>"),
-        ("digest", info["digest"]),
-        ("kind", f"{info['kind']} ({info['format']})"),
+        ("name", ", ".join(info.names) or "<none>"),
+        ("digest", info.digest),
+        ("kind", f"{info.kind} ({info.format})"),
     ]
-    if info["kind"] in ("model", "adapter"):
+    if info.kind in ("model", "adapter"):
         rows += [
             ("architecture", facts.get("architecture") or "-"),
             ("parameters", f"{facts['parameters']:,}" if facts.get("parameters") else "-"),
@@ -263,7 +191,7 @@ def _render_show(info: dict[str, Any]) -> None:
             ("quantization", facts.get("quantization") or "none"),
         ]
     rows += [
-        ("license", info["license"] + (f"  (from {lic['source']})" if lic.get("source") else "")),
+        ("license", info.license + (f"  (from {lic['source']})" if lic.get("source") else "")),
         ("origin", origin.get("source_path") or origin.get("derived_from") or "-"),
     ]
     if origin.get("repo_id"):
@@ -275,32 +203,32 @@ def _render_show(info: dict[str, Any]) -> None:
             rows.append((key.replace("_", " "), str(facts[key])))
     if facts.get("shapes"):
         rows.append(("shapes", ", ".join(f"{k}={v}" for k, v in sorted(facts["shapes"].items()))))
-    if info.get("base_identity"):
-        rows.append(("base identity", info["base_identity"][:19]))
-    rows.append(("size", human_size(info["size"])))
+    if info.base_identity:
+        rows.append(("base identity", info.base_identity[:19]))
+    rows.append(("size", human_size(info.size)))
     for k, v in rows:
         head.add_row(k, str(v))
     console.print(head)
-    for flag in info["flags"]:
+    for flag in info.flags:
         console.print(f"[yellow]flag:[/yellow] {flag}")
     files = Table(title="files", box=None, header_style="bold", title_justify="left")
     for col in ("PATH", "SIZE", "SHA256"):
         files.add_column(col)
-    for f in info["files"]:
-        files.add_row(f["path"], human_size(f["size"]), f["sha256"])
+    for f in info.files:
+        files.add_row(f.path, human_size(f.size), f.sha256)
     console.print(files)
-    if info["parents"] or info["children"]:
+    if info.parents or info.children:
         lineage = Table(title="lineage", box=None, header_style="bold", title_justify="left")
         for col in ("EDGE", "RELATION", "ARTIFACT"):
             lineage.add_column(col)
-        for edge, edges in (("parent", info["parents"]), ("child", info["children"])):
+        for edge, edges in (("parent", info.parents), ("child", info.children)):
             for e in edges:
-                target = e.get("name") or e.get("unresolved") or "?"
-                suffix = "  (unresolved: not in the store)" if e.get("unresolved") else ""
-                lineage.add_row(edge, e["relation"], f"{target}{suffix}")
+                target = e.name or e.unresolved or "?"
+                suffix = "  (unresolved: not in the store)" if e.unresolved else ""
+                lineage.add_row(edge, e.relation, f"{target}{suffix}")
         console.print(lineage)
-    if info["recipe"]:
-        r = info["recipe"]
+    if info.recipe:
+        r = info.recipe
         recipe = Table(title=f"recipe: {r['name']}", box=None, header_style="bold", title_justify="left")
         recipe.add_column("PARAMETER")
         recipe.add_column("VALUE")
@@ -325,25 +253,17 @@ def verify_cmd(
 
     if bool(ref) == all_:
         raise UsageError("give one REF or --all")
-    store = open_store()
-    records = store.list() if all_ else [store.find(ref or "")]
-    blobs = {f.sha256: f.size for r in records for f in r.manifest.files}
-    total = sum(r.manifest.size for r in records)
-    problems: list[str] = []
-    seen: dict[str, str | None] = {}
-    with byte_progress("verifying", sum(blobs.values()), enabled=not as_json) as advance:
-        for r in records:
-            problems += store.verify(r.digest, seen, advance)
-    digests = [r.digest for r in records]
+    with progress_bars(enabled=not as_json) as progress:
+        report = owl().verify(None if all_ else ref, progress=progress)
     if as_json:
-        print_json({"verified": len(digests), "bytes": total, "problems": problems})
-    if problems:
+        print_json(report.to_dict())
+    if report.problems:
         if not as_json:
-            for p in problems:
+            for p in report.problems:
                 err_console.print(f"[red]corrupt:[/red] {p}")
-        raise Corrupt(f"{len(problems)} file(s) corrupt or missing; re-import the affected artifacts")
+        raise Corrupt(f"{len(report.problems)} file(s) corrupt or missing; re-import the affected artifacts")
     if not as_json:
-        console.print(f"ok: {len(digests)} artifact(s), {human_size(total)} verified")
+        console.print(f"ok: {report.verified} artifact(s), {human_size(report.bytes)} verified")
 
 
 def tag_cmd(
@@ -354,8 +274,8 @@ def tag_cmd(
 
     Example: owl tag smollm2 smollm2:q4
     """
-    digest = open_store(write=True).tag(ref, new)
-    console.print(f"{new} -> {digest[:19]}")
+    a = owl().tag(ref, new)
+    console.print(f"{new} -> {a.digest[:19]}")
 
 
 def rm_cmd(
@@ -369,23 +289,17 @@ def rm_cmd(
 
     A name that is one of several only removes that name. Example: owl rm old-model
     """
-    store = open_store(write=True)
     if untag:
-        store.untag(ref)
+        owl().untag(ref)
         console.print(f"untagged {ref}")
         return
-    rec, removed = store.remove(ref, force=force)
-    if not removed:
-        others = ", ".join(t for t in rec.tags if t != store_name(ref))
-        console.print(f"untagged {ref}; the artifact remains as {others} (remove those, or rm {rec.short})")
+    res = owl().rm(ref, force=force)
+    a = res.artifact
+    if not res.removed:
+        others = ", ".join(res.remaining_names)
+        console.print(f"untagged {ref}; the artifact remains as {others} (remove those, or rm {a.short})")
         return
-    console.print(f"removed {rec.name} ({rec.short}); run `owl gc` to free {human_size(rec.manifest.size)}")
-
-
-def store_name(ref: str) -> str:
-    from owlkit.store.names import format_name, parse_name
-
-    return format_name(*parse_name(ref))
+    console.print(f"removed {a.name} ({a.short}); run `owl gc` to free {human_size(a.size)}")
 
 
 def gc_cmd(as_json: JsonOpt = False) -> None:
@@ -393,9 +307,9 @@ def gc_cmd(as_json: JsonOpt = False) -> None:
 
     Safe while another import runs. Example: owl gc
     """
-    report = open_store(write=True).gc()
+    report = owl().gc()
     if as_json:
-        print_json(vars(report))
+        print_json(report.to_dict())
         return
     console.print(
         f"removed {report.blobs_removed} blob(s) ({human_size(report.bytes_freed)}), "
@@ -421,10 +335,10 @@ def export_cmd(
 
     Example: owl export smollm2-hf ./smollm2
     """
-    store = open_store()
-    rec = store.find(ref)
-    store.export(rec.digest, dest, link=link)
-    console.print(f"exported {rec.name} to {dest} ({len(rec.manifest.files)} files)")
+    api = owl()
+    a = api.get(ref)
+    api.export(a, dest, link=link)
+    console.print(f"exported {a.name} to {dest} ({len(api.show(a).files)} files)")
 
 
 def upgrade_cmd() -> None:
@@ -432,7 +346,5 @@ def upgrade_cmd() -> None:
 
     Example: owl upgrade
     """
-    from owlkit.store import catalog
-
-    store = open_store(write=True)  # opening for write applies migrations
-    console.print(f"catalog at schema {catalog.SCHEMA_HEAD} ({store.home})")
+    api = owl()
+    console.print(f"catalog at schema {api.upgrade()} ({api.home})")

@@ -1,0 +1,65 @@
+"""What every part of the API shares: the store's home, opening it, and turning refs into records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from owlkit.api.results import Artifact
+from owlkit.store.store import Record, Store, default_home
+
+Ref = str | Artifact
+"""A name, ``name:tag``, digest or digest prefix, or an `Artifact` the API returned."""
+
+
+def ref_str(ref: Ref) -> str:
+    return ref.digest if isinstance(ref, Artifact) else ref
+
+
+def artifact(rec: Record) -> Artifact:
+    m = rec.manifest
+    return Artifact(
+        digest=rec.digest,
+        names=list(rec.tags),
+        kind=m.kind,
+        format=m.format,
+        architecture=m.facts.get("architecture"),
+        parameters=m.facts.get("parameters"),
+        dtype=m.facts.get("dtype"),
+        quantization=m.facts.get("quantization"),
+        license=m.license,
+        size=m.size,
+        created_at=rec.created_at,
+    )
+
+
+class ApiBase:
+    """The store an `Owl` works on. Each call opens it for as long as it needs and closes it."""
+
+    def __init__(self, home: str | Path | None = None) -> None:
+        self.home = Path(home).expanduser() if home is not None else default_home()
+
+    def __repr__(self) -> str:
+        return f"Owl(home={str(self.home)!r})"
+
+    @contextmanager
+    def _store(self, *, write: bool = False) -> Iterator[Store]:
+        store = Store(self.home, write=write)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    def _record(self, store: Store, ref: Ref) -> Record:
+        return store.find(ref_str(ref))
+
+    def _artifact(self, store: Store, digest: str) -> Artifact:
+        return artifact(store.get(digest))
+
+    def _stored(self, store: Store, digest: str) -> Any:
+        from owlkit.api.results import Stored
+
+        rec = store.get(digest)
+        return Stored(digest, list(rec.tags), list(rec.side.get("warnings") or []))
