@@ -67,13 +67,14 @@ def _root(
 _registered = False
 
 
-def _register() -> None:
+def register_commands() -> None:
     """Add every command group once per process (tests call main() thousands of times in one process;
     registering again each call made every later call slower)."""
     global _registered
     if _registered:
         return
     _registered = True
+    from owlkit.cli.help import use_conventional_help
     from owlkit.cli import (
         chat_cmds,
         data_cmds,
@@ -105,6 +106,7 @@ def _register() -> None:
     chat_cmds.register(app)
     rebuild_cmds.register(app)
     diff_cmds.register(app)
+    use_conventional_help(app)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     # not for owl users; --debug shows it again.
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    _register()
+    register_commands()
     try:
         # Outside standalone mode, click returns a typer.Exit's code instead of raising it (`owl terms`
         # exits 10 / 11 / 12 for its verdicts).
