@@ -136,15 +136,17 @@ def test_schema_head_matches_migrations_and_metadata(owl_home: Path) -> None:
     cfg.set_main_option("script_location", str(Path(cat.__file__).parent / "migrations"))
     assert ScriptDirectory.from_config(cfg).get_current_head() == cat.SCHEMA_HEAD
     store = open_store(write=True)
-    with store.engine.connect() as conn:
+    engine = cat.make_engine(store.url)
+    with engine.connect() as conn:
         assert cat.current_revision(conn) == cat.SCHEMA_HEAD
         assert compare_metadata(MigrationContext.configure(conn), cat.metadata) == []
+    engine.dispose()
 
 
 def test_schema_version_checked_by_readers(owl_home: Path) -> None:
     store = open_store(write=True)
-    with store.engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999_future'")
+    with store.writer.transaction() as tx:
+        tx.execute("UPDATE alembic_version SET version_num = '9999_future'")
     with pytest.raises(SchemaMismatch, match="newer than this owlkit"):
         open_store()
 
@@ -159,6 +161,22 @@ def test_read_commands_import_neither_alembic_nor_torch_nor_sqlalchemy(owl_home:
     )
     proc = subprocess.run([sys.executable, "-c", code], env={**os.environ}, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr + proc.stdout
+
+
+def test_writes_to_an_existing_sqlite_catalog_skip_sqlalchemy(owl_home: Path, tmp_path: Path) -> None:
+    """SQLAlchemy's import was a third of a small `owl import`: only creating or migrating loads it."""
+    open_store(write=True)
+    (tmp_path / "n.txt").write_text("hello\n")
+    code = (
+        "import sys\nfrom owlkit.cli.main import main\n"
+        f"for argv in (['import', {str(tmp_path / 'n.txt')!r}, '-n', 'n'], ['tag', 'n', 'm'], ['rm', 'm']):\n"
+        "    try:\n        main(argv)\n    except SystemExit as e:\n        assert not e.code, e.code\n"
+        "bad = [m for m in ('alembic', 'sqlalchemy') if m in sys.modules]\n"
+        "sys.exit(f'imported {bad}' if bad else 0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert open_store().find("n").manifest.kind == "dataset"
 
 
 def test_tampered_catalog_is_caught_by_verify(owl_home: Path, tmp_path: Path) -> None:
@@ -201,3 +219,33 @@ def test_relative_home_gives_working_checkouts(tmp_path: Path, monkeypatch: pyte
     d = store.commit(Manifest("model", "safetensors", [f]), {})
     out = store.checkout(d)
     assert out.is_absolute() and (out / "x.bin").read_bytes() == b"abc"
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False], ids=["copy_file_range", "read-write"])
+def test_put_file_stores_and_names_every_byte(
+    owl_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_copy: bool
+) -> None:
+    """Chunked both ways (small chunks, so many of them and a ragged tail): the blob is the source byte
+    for byte and its name is the source's sha256; a kernel that refuses copy_file_range (EXDEV across
+    filesystems) falls back to reading."""
+    import errno
+    import hashlib
+
+    from owlkit.store import blobs
+
+    monkeypatch.setattr(blobs, "CHUNK", 64 * 1024)
+    monkeypatch.setattr(blobs, "KERNEL_CHUNK", 256 * 1024)
+    if not kernel_copy:
+
+        def refuse(*_: object) -> int:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+        monkeypatch.setattr(blobs.os, "copy_file_range", refuse)
+    data = os.urandom(1_000_003)
+    src = tmp_path / "w.bin"
+    src.write_bytes(data)
+    seen: list[int] = []
+    with blobs.Session(blobs.Blobs(owl_home)) as s:
+        hexdigest, size = s.put_file(src, seen.append)
+    assert (hexdigest, size) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert sum(seen) == len(data) and blobs.Blobs(owl_home).path(hexdigest).read_bytes() == data

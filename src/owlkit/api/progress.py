@@ -26,7 +26,9 @@ class ProgressEvent:
 Progress = Callable[[ProgressEvent], None]
 
 
-def counter(progress: Progress | None, stage: str, total: float | None, unit: str) -> Callable[[float], None] | None:
+def counter(
+    progress: Progress | None, stage: str, total: float | None, unit: str
+) -> Callable[[float], None] | None:
     """An ``advance(n)`` callback for engines that count (bytes copied, rows judged), reporting the
     running total as events; None when nobody listens (engines then skip their bookkeeping)."""
     if progress is None:

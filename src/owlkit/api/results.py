@@ -161,4 +161,8 @@ class Removed(Result):
     remaining_names: list[str]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"digest": self.artifact.digest, "removed": self.removed, "remaining_names": self.remaining_names}
+        return {
+            "digest": self.artifact.digest,
+            "removed": self.removed,
+            "remaining_names": self.remaining_names,
+        }

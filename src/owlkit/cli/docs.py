@@ -44,7 +44,11 @@ def usage(command: str) -> str:
 
     root = _root()
     ctx = typer.Context(
-        root, info_name="owl", terminal_width=WIDTH, max_content_width=WIDTH, help_option_names=["-h", "--help"]
+        root,
+        info_name="owl",
+        terminal_width=WIDTH,
+        max_content_width=WIDTH,
+        help_option_names=["-h", "--help"],
     )
     cmd = root
     for word in command.split()[1:]:

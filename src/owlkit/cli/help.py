@@ -11,10 +11,17 @@ import re
 from typing import Any
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 # typer's type labels -> click's conventional metavars
-_TYPES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "path": "PATH", "file": "FILE", "directory": "DIRECTORY"}
+_TYPES = {
+    "str": "TEXT",
+    "int": "INTEGER",
+    "float": "FLOAT",
+    "path": "PATH",
+    "file": "FILE",
+    "directory": "DIRECTORY",
+}
 
 
 def _metavar(match: re.Match[str]) -> str:
@@ -44,20 +51,32 @@ class OwlCommand(TyperCommand):
         return pieces
 
     def format_options(self, ctx: Any, formatter: Any) -> None:
-        args, opts = [], []
-        for param in self.get_params(ctx):
-            record = param.get_help_record(ctx)
-            if record is None:
-                continue
-            names, help_text = record
-            if param.param_type_name == "argument":
-                args.append((_argument_name(param), help_text))
-            else:
-                opts.append((re.sub(r"<([^<>]+)>", _metavar, names), help_text))
-        for title, rows in (("Arguments", args), ("Options", opts)):
-            if rows:
-                with formatter.section(title):
-                    formatter.write_dl(rows)
+        _format_params(self, ctx, formatter)
+
+
+class OwlGroup(TyperGroup):
+    """The root `owl` group: its options in the same shape, then its commands."""
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        _format_params(self, ctx, formatter)
+        self.format_commands(ctx, formatter)
+
+
+def _format_params(cmd: Any, ctx: Any, formatter: Any) -> None:
+    args, opts = [], []
+    for param in cmd.get_params(ctx):
+        record = param.get_help_record(ctx)
+        if record is None:
+            continue
+        names, help_text = record
+        if param.param_type_name == "argument":
+            args.append((_argument_name(param), help_text))
+        else:
+            opts.append((re.sub(r"<([^<>]+)>", _metavar, names), help_text))
+    for title, rows in (("Arguments", args), ("Options", opts)):
+        if rows:
+            with formatter.section(title):
+                formatter.write_dl(rows)
 
 
 def use_conventional_help(app: typer.Typer) -> None:

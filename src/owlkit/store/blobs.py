@@ -1,9 +1,11 @@
 """Content-addressed files under ``<home>/blobs/sha256/ab/cdef…``.
 
-A blob is written by streaming its source into a temp file inside ``<home>/tmp/<session>/`` while
-hashing it, then fsync and rename into place (the same filesystem, so the rename is atomic). Readers
-never see half a blob. Hashing and writing overlap on two threads (hashlib and file writes release the
-GIL), so one read of the source feeds both: that is what keeps import close to a plain ``cp``.
+A blob is written into a temp file inside ``<home>/tmp/<session>/`` and hashed, then fsynced and
+renamed into place (the same filesystem, so the rename is atomic). Readers never see half a blob. The
+copy is the kernel's (``copy_file_range``, as ``cp`` does) on a helper thread, while this thread hashes
+the chunk copied before it from the temp file itself (in the page cache): the digest names exactly the
+bytes stored, and import keeps close to ``cp && sync``. Where the kernel cannot copy between the two
+files (another filesystem on an older kernel), one read of the source feeds both the write and the hash.
 
 Writers work inside a :class:`Session`: a directory holding an exclusive ``flock`` for the writer's
 life (so ``gc`` can tell a dead writer's leftovers from a live one's), plus a shared lock on
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import mmap
 import os
 import re
 import shutil
@@ -30,6 +33,7 @@ from owlkit.errors import Corrupt, UsageError
 from owlkit.formats.base import sha256_file
 
 CHUNK = 8 * 1024 * 1024  # large buffers: fewer syscalls, hashlib releases the GIL above 2 KiB
+KERNEL_CHUNK = 64 * 1024 * 1024  # per copy_file_range call: hashed while the next one copies
 _HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -62,6 +66,68 @@ def _write_chunk(f: Any, view: memoryview, offset: int) -> None:
         _sync_file_range(fd, offset, n, _WRITE)
         if offset >= CHUNK:
             _sync_file_range(fd, offset - CHUNK, CHUNK, _WAIT_BEFORE | _WRITE | _WAIT_AFTER)
+
+
+class _NoKernelCopy(Exception):
+    """copy_file_range refused these two files before copying anything."""
+
+
+def _copy_in_kernel(ifd: int, ofd: int, progress: Callable[[int], None] | None) -> tuple[str, int]:
+    """The kernel copies chunk k+1 on a helper thread while this thread hashes chunk k straight from the
+    destination's page cache (mapped, not copied: on two cores a read-back copy costs as much as the
+    hash); each chunk's writeback starts at once, so the closing fsync has little left to do."""
+    h = hashlib.sha256()
+    size = 0
+    with ThreadPoolExecutor(1) as ex:
+        copying = ex.submit(os.copy_file_range, ifd, ofd, KERNEL_CHUNK)
+        try:
+            n = copying.result()
+        except OSError as e:  # EXDEV (other filesystem, older kernel), ENOSYS, EINVAL (special files)
+            raise _NoKernelCopy from e
+        while n:
+            start, size = size, size + n
+            copying = ex.submit(os.copy_file_range, ifd, ofd, KERNEL_CHUNK)
+            if _sync_file_range is not None:
+                _sync_file_range(ofd, start, n, _WRITE)
+            _hash_range(h, ofd, start, n)
+            if progress:
+                progress(n)
+            n = copying.result()
+    return h.hexdigest(), size
+
+
+def _hash_range(h: Any, fd: int, start: int, n: int) -> None:
+    """Feed bytes [start, start + n) of ``fd`` to ``h`` through a read-only mapping (pre-faulted)."""
+    base = start - start % mmap.ALLOCATIONGRANULARITY  # copy_file_range may stop short of a whole chunk
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    with mmap.mmap(fd, start + n - base, flags=flags, prot=mmap.PROT_READ, offset=base) as mm:
+        with memoryview(mm) as view:
+            h.update(view[start - base :])
+
+
+def _copy_by_reading(fin: Any, fout: Any, progress: Callable[[int], None] | None) -> tuple[str, int]:
+    """One read of the source feeds the write (on a helper thread) and the hash (here), alternating two
+    reusable buffers: while one is written and hashed, the other is free for the next read."""
+    h = hashlib.sha256()
+    size = 0
+    bufs = (bytearray(CHUNK), bytearray(CHUNK))
+    with ThreadPoolExecutor(1) as ex:
+        pending = None
+        i = 0
+        while n := fin.readinto(bufs[i]):
+            view = memoryview(bufs[i])[:n]
+            write = ex.submit(_write_chunk, fout, view, size)
+            size += n
+            h.update(view)
+            if pending is not None:
+                pending.result()  # the other buffer is free again before it is read into
+            pending = write
+            i ^= 1
+            if progress:
+                progress(n)
+        if pending is not None:
+            pending.result()
+    return h.hexdigest(), size
 
 
 def check_hex(hexdigest: str) -> str:
@@ -154,38 +220,17 @@ class Session:
         return self.dir / f"{uuid.uuid4().hex}{suffix}"
 
     def put_file(self, src: Path, progress: Callable[[int], None] | None = None) -> tuple[str, int]:
-        """Copy ``src`` into the store, hashing while copying (one read of the source). Returns (hex, size).
-
-        Two reusable buffers alternate: while one is written on a helper thread and hashed here, the
-        other is free for the next read. Reusing them avoids faulting in fresh pages for every chunk."""
+        """Copy ``src`` into the store and hash what was stored. Returns (hex, size)."""
         tmp = self.temp_path()
-        h = hashlib.sha256()
-        size = 0
-        bufs = (bytearray(CHUNK), bytearray(CHUNK))
-        with (
-            open(src, "rb", buffering=0) as fin,
-            open(tmp, "wb", buffering=0) as fout,
-            ThreadPoolExecutor(1) as ex,
-        ):
+        with open(src, "rb", buffering=0) as fin, open(tmp, "wb+", buffering=0) as fout:
             with contextlib.suppress(OSError):  # a hint only
                 os.posix_fadvise(fin.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            pending = None
-            i = 0
-            while n := fin.readinto(bufs[i]):
-                view = memoryview(bufs[i])[:n]
-                write = ex.submit(_write_chunk, fout, view, size)  # write this chunk on the helper thread...
-                size += n
-                h.update(view)  # ...while hashing it here
-                if pending is not None:
-                    pending.result()  # the other buffer is free again before it is read into
-                pending = write
-                i ^= 1
-                if progress:
-                    progress(n)
-            if pending is not None:
-                pending.result()
+            try:
+                hexdigest, size = _copy_in_kernel(fin.fileno(), fout.fileno(), progress)
+            except _NoKernelCopy:
+                hexdigest, size = _copy_by_reading(fin, fout, progress)
             os.fsync(fout.fileno())
-        return self._place(tmp, h.hexdigest()), size
+        return self._place(tmp, hexdigest), size
 
     def put_bytes(self, data: bytes) -> str:
         tmp = self.temp_path()

@@ -2,7 +2,7 @@
 
 For a SQLite catalog the queries run on the stdlib ``sqlite3`` driver: importing SQLAlchemy alone costs
 about 0.3 s here, most of the half second `owl ls` may take. Any other database (``OWL_DB``) runs the
-same SQL text through SQLAlchemy. Writes always go through SQLAlchemy Core (``catalog.py``).
+same SQL text through SQLAlchemy. Writes are plain SQL too (``writer.py``).
 """
 
 from __future__ import annotations

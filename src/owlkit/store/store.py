@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from owlkit.errors import Ambiguous, Corrupt, NotFound, Refused, UsageError
+from owlkit.store import writer as writes
 from owlkit.store.blobs import Blobs, Session, dead_sessions, exclusive_gc, fsync_dir
 from owlkit.store.manifest import Manifest, check_digest, check_rel_path
 from owlkit.store.names import digest_prefix, format_name, parse_name
-from owlkit.store.reader import Reader, sqlite_url
+from owlkit.store.reader import SCHEMA_HEAD, Reader, sqlite_url
+from owlkit.store.writer import Writer
 
 
 def default_home() -> Path:
@@ -84,10 +86,13 @@ class Store:
         self.blobs = Blobs(home)
         self.url = os.environ.get("OWL_DB") or sqlite_url(home)
         self.reader = Reader(self.url)
-        self._engine: Any = None
+        self._writer: Writer | None = None
         if write:
             home.mkdir(parents=True, exist_ok=True)
-            self._catalog().upgrade(self.engine, home / "catalog.lock")
+            if self.reader.revision() != SCHEMA_HEAD:  # create or migrate: the one time Alembic loads
+                from owlkit.store import catalog
+
+                catalog.upgrade(self.url, home / "catalog.lock")
             self.exists = True
         else:
             sqlite_file = self.url.removeprefix("sqlite:///") if self.url.startswith("sqlite:///") else None
@@ -96,16 +101,17 @@ class Store:
             ) and self.reader.check_schema() is not None
 
     @property
-    def engine(self) -> Any:
-        """The SQLAlchemy engine for writes (imported only when something is written)."""
-        if self._engine is None:
-            self._engine = self._catalog().make_engine(self.url, write=self.write)
-        return self._engine
+    def writer(self) -> Writer:
+        """The catalog's write side (plain SQL; store/writer.py)."""
+        self._require_write()
+        if self._writer is None:
+            self._writer = Writer(self.url)
+        return self._writer
 
     def close(self) -> None:
         self.reader.close()
-        if self._engine is not None:
-            self._engine.dispose()
+        if self._writer is not None:
+            self._writer.close()
 
     # ----- reading -------------------------------------------------------------------------------
     def _records(self, where: str = "", **params: Any) -> list[Record]:
@@ -210,9 +216,8 @@ class Store:
                 raise Corrupt(f"cannot commit: blob for {f.path} (sha256:{f.sha256}) is not in the store")
         digest = manifest.digest()
         now = time.time()
-        cat = self._catalog()
-        with self.engine.begin() as conn:
-            if not cat.artifact_exists(conn, digest):
+        with self.writer.transaction() as tx:
+            if not tx.first("SELECT 1 FROM artifacts WHERE digest = :d", d=digest):
                 row = {
                     "digest": digest,
                     "kind": manifest.kind,
@@ -235,49 +240,43 @@ class Store:
                     {"child": digest, "relation": rel, "parent": None, "parent_ref": ref}
                     for rel, ref in unresolved
                 ]
-                cat.insert_artifact(conn, row, files, edges)
-                cat.attach_unresolved(conn, digest, digest)  # children whose parent was removed, now back
+                if writes.insert_artifact(tx, row, files, edges):
+                    writes.attach_unresolved(
+                        tx, digest, digest
+                    )  # children whose parent was removed, now back
             if name:
-                cat.set_tag(conn, *parse_name(name), digest, now)
+                writes.set_tag(tx, *parse_name(name), digest, now)
         return digest
-
-    def _catalog(self) -> Any:
-        """The SQLAlchemy write side, imported on first write (read commands never pay for it)."""
-        self._require_write()
-        from owlkit.store import catalog
-
-        return catalog
 
     def tag(self, ref: str, new: str) -> str:
         """Point ``new`` (``name[:tag]``) at the artifact ``ref`` names; like Ollama's copy, no files move."""
         self._require_write()
         name, tag = parse_name(new)
         digest = self.resolve(ref)
-        with self.engine.begin() as conn:
-            self._catalog().set_tag(conn, name, tag, digest, time.time())
+        with self.writer.transaction() as tx:
+            writes.set_tag(tx, name, tag, digest, time.time())
         return digest
 
     def untag(self, ref: str) -> None:
         self._require_write()
         name, tag = parse_name(ref)
-        with self.engine.begin() as conn:
-            n = self._catalog().delete_tag(conn, name, tag)
+        with self.writer.transaction() as tx:
+            n = writes.delete_tag(tx, name, tag)
         if not n:
             raise NotFound(f"tag {name}:{tag} not found: run `owl ls` to see tags")
 
     def update_side(self, digest: str, **changes: Any) -> None:
         """Merge keys into an artifact's side record (unhashed: evaluations, notes, attachments)."""
-        cat = self._catalog()
-        with self.engine.begin() as conn:  # read and write in one write transaction: no lost updates
-            side = json.loads(cat.get_side(conn, digest))
+        with self.writer.transaction() as tx:  # read and write in one write transaction: no lost updates
+            side = json.loads(writes.get_side(tx, digest))
             side.update(changes)
-            cat.set_side(conn, digest, side_json(side))
+            writes.set_side(tx, digest, side_json(side))
 
     def resolve_unresolved(self, ref: str, digest: str) -> int:
         """Attach edges that named ``ref`` but found no parent to the artifact now stored as ``digest``."""
         self._require_write()
-        with self.engine.begin() as conn:
-            return self._catalog().attach_unresolved(conn, ref, digest)
+        with self.writer.transaction() as tx:
+            return writes.attach_unresolved(tx, ref, digest)
 
     def remove(self, ref: str, *, force: bool = False) -> tuple[Record, bool]:
         """Remove an artifact's catalog entry and tags; its blobs go at the next ``gc``. A name that is
@@ -293,8 +292,8 @@ class Store:
         if children and not force:
             names = ", ".join(sorted({self._label(c.child) for c in children}))
             raise Refused(f"{rec.name} has dependents ({names}): remove them first, or use --force")
-        with self.engine.begin() as conn:
-            self._catalog().delete_artifact(conn, digest)
+        with self.writer.transaction() as tx:
+            writes.delete_artifact(tx, digest)
         return rec, True
 
     def _label(self, digest: str) -> str:
