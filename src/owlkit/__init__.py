@@ -1,8 +1,11 @@
-__version__ = "0.1.0"
+"""owlkit: the open-weights workbench. ``from owlkit import Owl`` is the Python API (owlkit.api)."""
 
 # Before anything of owlkit's imports bitsandbytes or transformers: keep their import-time Hub lookup
 # offline and their progress bars off a non-terminal stderr (offline.py says why and how).
 from owlkit.offline import install_import_hooks as _install_import_hooks
+from owlkit.version import __version__
+
+__all__ = ["Owl", "__version__"]
 
 _install_import_hooks()
 

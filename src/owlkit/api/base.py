@@ -19,16 +19,16 @@ def ref_str(ref: Ref) -> str:
 
 
 def artifact(rec: Record) -> Artifact:
-    m = rec.manifest
+    m, facts = rec.manifest, rec.facts
     return Artifact(
         digest=rec.digest,
         names=list(rec.tags),
         kind=m.kind,
         format=m.format,
-        architecture=m.facts.get("architecture"),
-        parameters=m.facts.get("parameters"),
-        dtype=m.facts.get("dtype"),
-        quantization=m.facts.get("quantization"),
+        architecture=facts.architecture,
+        parameters=facts.parameters,
+        dtype=facts.dtype,
+        quantization=facts.quantization,
         license=m.license,
         size=m.size,
         created_at=rec.created_at,
@@ -62,4 +62,4 @@ class ApiBase:
         from owlkit.api.results import Stored
 
         rec = store.get(digest)
-        return Stored(digest, list(rec.tags), list(rec.side.get("warnings") or []))
+        return Stored(digest, list(rec.tags), rec.info.warnings)

@@ -72,13 +72,12 @@ class StoreApi(ApiBase):
         with self._store() as store:
             rec = self._record(store, ref)
             up, down = store.edges_of(rec.digest)
-            m = rec.manifest
-            side = rec.side
+            m, info = rec.manifest, rec.info
             return ArtifactDetail(
                 **vars(artifact(rec)),
                 facts=m.facts,
-                license_detail=side.get("license") or {},
-                origin=side.get("origin") or {},
+                license_detail=info.license,
+                origin=dict(rec.side.get("origin") or {}),  # as stored: every key, for display
                 files=[FileInfo(f.path, f.size, f.sha256) for f in m.files],
                 parents=[
                     LineageEdge(
@@ -91,12 +90,12 @@ class StoreApi(ApiBase):
                 ],
                 children=[LineageEdge(e.relation, e.child, store.label(e.child)) for e in down],
                 recipe=m.recipe.to_json() if m.recipe else None,
-                flags=side.get("flags") or [],
-                warnings=side.get("warnings") or [],
-                training=side.get("training") or None,
-                quality=side.get("quality") or None,
-                quantize=side.get("quantize") or None,
-                descends_from_quantized=side.get("descends_from_quantized") or None,
+                flags=info.flags,
+                warnings=info.warnings,
+                training=info.training or None,
+                quality=info.quality or None,
+                quantize=info.quantize or None,
+                descends_from_quantized=info.descends_from_quantized or None,
                 base_identity=base_identity(store, rec).digest if m.kind == "model" else None,
             )
 

@@ -21,7 +21,7 @@ from typing import Annotated
 
 import typer
 
-from owlkit import __version__
+from owlkit.version import __version__
 from owlkit.cli.help import OwlGroup
 from owlkit.errors import OwlError
 from owlkit.offline import quiet_environment
@@ -60,10 +60,9 @@ def _root(
     _debug = debug
     if debug:
         warnings.resetwarnings()
-    if home is not None:
-        from owlkit.cli import state
+    from owlkit.cli import state
 
-        state.home = home
+    state.home = home  # every run sets it: tests call main() many times in one process
 
 
 # Each module of owlkit.cli registering commands, with the commands it adds, in `owl --help` order.

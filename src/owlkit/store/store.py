@@ -28,6 +28,7 @@ from owlkit.store.blobs import Blobs, Session, dead_sessions, exclusive_gc, fsyn
 from owlkit.store.manifest import Manifest, check_digest, check_rel_path
 from owlkit.store.names import digest_prefix, format_name, parse_name
 from owlkit.store.reader import SCHEMA_HEAD, Reader, sqlite_url
+from owlkit.store.records import Facts, SideInfo
 from owlkit.store.writer import Writer
 
 
@@ -53,6 +54,16 @@ class Record:
     @property
     def short(self) -> str:
         return self.digest.removeprefix("sha256:")[:12]
+
+    @property
+    def facts(self) -> Facts:
+        """The manifest's facts, typed (``manifest.facts`` is the raw dict)."""
+        return Facts(self.manifest.facts)
+
+    @property
+    def info(self) -> SideInfo:
+        """The side record, typed (``side`` is the raw dict)."""
+        return SideInfo(self.side)
 
     @property
     def name(self) -> str:
