@@ -147,3 +147,20 @@ def test_lower_layers_import_only_what_is_below_them() -> None:
 def test_no_package_imports_itself_through_others() -> None:
     graph = package_graph()
     assert cycles(sorted({package(m) for m in modules()}), graph) == []
+
+
+# Front ends hold no business logic: the CLI reaches owlkit only through the API (and the errors and
+# version it prints); what it renders comes from the API's results.
+CLI_MAY_IMPORT = {"api", "errors", "version", "cli"}
+
+
+def test_the_cli_imports_only_the_api() -> None:
+    graph = import_graph()
+    wrong = sorted(
+        f"{mod} -> {target}"
+        for mod, targets in graph.items()
+        if package(mod) == "cli"
+        for target in targets
+        if package(target) not in CLI_MAY_IMPORT
+    )
+    assert wrong == [], "the CLI must call owlkit.api, not " + ", ".join(wrong)

@@ -18,38 +18,40 @@ Both are done by an import hook (a meta path finder) that ``owlkit/__init__`` in
 first import of those two packages, whoever asks for it (peft and transformers import bitsandbytes
 themselves). A process that imported them before owlkit keeps their behaviour.
 
-The CLI also sets :data:`QUIET_LIBRARIES` in its environment before it imports anything.
+Nothing here, nor anywhere in owlkit, changes ``os.environ``: every model load passes ``local_files_only=True``,
+``trust_remote_code=False`` and ``use_kernels=False`` itself. A front end that wants the libraries' own log
+lines quiet (the CLI: its own messages replace them) calls :func:`quiet_library_logs`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
-
-# owl never downloads at run time, and our own progress and errors replace the libraries' tqdm bars and
-# warnings; transformers >= 5.20 would otherwise "kernelize" models with Hub kernels (USE_HUB_KERNELS).
-# Users can still override these.
-QUIET_LIBRARIES = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "TRANSFORMERS_VERBOSITY": "error",
-    "TOKENIZERS_PARALLELISM": "false",
-    "USE_HUB_KERNELS": "NO",
-}
 
 # The loggers that report bitsandbytes' kernel lookup: its CPU backend ("Failed to load CPU
 # gemm_4bit_forward from kernels-community…") and kernels' Hub resolver ("Skipping publisher trust check…").
 KERNEL_LOOKUP_LOGGERS = ("bitsandbytes.backends.cpu.ops", "kernels._internals.hf_hub")
 
 
-def quiet_environment() -> None:
-    """Set :data:`QUIET_LIBRARIES` where the user has not: for a process about to import the libraries."""
-    for key, value in QUIET_LIBRARIES.items():
-        os.environ.setdefault(key, value)
+_quiet_logs = False
+
+
+def quiet_library_logs() -> None:
+    """transformers logs errors only (its warnings and info lines are for its own callers; owl prints
+    its own): now if it is imported, else when it is. For front ends; the library never calls it."""
+    global _quiet_logs
+    _quiet_logs = True
+    if "transformers" in sys.modules:
+        _quiet_transformers()
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
 
 
 @contextlib.contextmanager
@@ -89,6 +91,8 @@ def _import_transformers(load: Any, module: ModuleType) -> None:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
+    if _quiet_logs:
+        _quiet_transformers()
 
 
 def _stderr_is_terminal() -> bool:

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import keyword
-
 from owlkit import Owl
 from owlkit.cli import docs
-
-
-def method_name(command: str) -> str:
-    """`owl import` -> import_, `owl merge-adapters` -> merge_adapters, `owl data demo` -> data_demo."""
-    name = "_".join(command.split()[1:]).replace("-", "_")
-    return f"{name}_" if keyword.iskeyword(name) else name
+from owlkit.cli.docs import method_name
 
 
 def test_every_command_has_an_api_method() -> None:

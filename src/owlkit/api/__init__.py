@@ -7,6 +7,7 @@ demo): every front end calls this, and it returns typed results (`owlkit.api.res
 from owlkit.api.owl import Owl
 from owlkit.api.progress import Progress, ProgressEvent
 from owlkit.api.results import Artifact, ArtifactDetail, GcResult, Imported, Removed, Stored, VerifyReport
+from owlkit.offline import quiet_library_logs
 
 __all__ = [
     "Artifact",
@@ -19,4 +20,5 @@ __all__ = [
     "Removed",
     "Stored",
     "VerifyReport",
+    "quiet_library_logs",
 ]

@@ -21,10 +21,9 @@ from typing import Annotated
 
 import typer
 
-from owlkit.version import __version__
 from owlkit.cli.help import OwlGroup
 from owlkit.errors import OwlError
-from owlkit.offline import quiet_environment
+from owlkit.version import __version__
 
 app = typer.Typer(
     name="owl",
@@ -117,7 +116,9 @@ def _command_word(argv: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app, turning every OwlError into one red line and its exit code."""
-    quiet_environment()
+    from owlkit.api import quiet_library_logs
+
+    quiet_library_logs()
     # Libraries' deprecation chatter (torch.jit, transformers' checkpointing API) is for their callers,
     # not for owl users; --debug shows it again.
     warnings.filterwarnings("ignore", category=FutureWarning)
