@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from owlkit.backends.adapters import attach
 from owlkit.backends.base import BackendOptions, Event, QueueFull, Request, Sampling, generate
 from owlkit.errors import NotFound, Refused, UsageError
 from owltest import SMOLLM_GGUF, build_adapter, need
@@ -32,7 +33,7 @@ GREEDY = (
 def smol(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A store with the SmolLM2 GGUF, its converted HF folder (smollm2-hf) and a PEFT LoRA on that
     folder whose B matrices are noise (so it changes the output)."""
-    from owlkit.importer import import_path
+    from owlkit.recipes.importer import import_path
     from owlkit.recipes.convert import ConvertParams, convert
     from owlkit.store import open_store
 
@@ -214,14 +215,14 @@ def test_non_gguf_base_is_refused_naming_the_torch_backend(smol: Any) -> None:
 def test_lora_adapter_switched_per_request(
     smol: Any, backend: Any, tmp_path: Path, tiny_llama: Path, tiny_adapter: Path
 ) -> None:
-    from owlkit.importer import import_path
+    from owlkit.recipes.importer import import_path
     from owlkit.quantize.gguf_lora import export_gguf_lora
     from owlkit.recipes.quantize import quantize
     from owlkit.runtime.llamacpp import open_gguf
 
     prompt = backend.encode(PROMPT, special=True)
     lora = smol.find("smol-lora")
-    backend.add_adapter("lora", lora)
+    attach(backend, "lora", lora)
     assert backend.adapters() == ["lora"]
     assert any("gguf:Q4_1" in w for w in backend.warnings)  # trained on the converted folder's weights
 
@@ -257,7 +258,7 @@ def test_lora_adapter_switched_per_request(
 
     # A stored GGUF LoRA (owl quantize ADAPTER --to gguf-lora) loads as it is, and gives the same tokens.
     stored = smol.get(quantize(smol, "smol-lora", ["gguf-lora"])[0].digest)
-    backend.add_adapter("lora-gguf", stored)
+    attach(backend, "lora-gguf", stored)
     assert run(backend, prompt, adapter="lora-gguf", max_tokens=12, temperature=0)[0] == adapted
 
     # Removing frees it: its name is unknown afterwards; the base is unchanged.
@@ -274,9 +275,9 @@ def test_lora_adapter_switched_per_request(
     import_path(smol, tiny_llama, name="tiny-llama")
     import_path(smol, tiny_adapter, name="tiny-lora")
     with pytest.raises(Refused, match="vocab_size"):
-        backend.add_adapter("tiny", smol.find("tiny-lora"))
+        attach(backend, "tiny", smol.find("tiny-lora"))
     with pytest.raises(Refused, match="not an adapter"):
-        backend.add_adapter("x", smol.find("smollm2"))
+        attach(backend, "x", smol.find("smollm2"))
     assert backend.adapters() == []
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from owlkit.backends.adapters import attach
 from owlkit.backends.base import Event, QueueFull, Request, Sampling, generate, open_backend
 from owltest import build_adapter
 
@@ -29,8 +30,8 @@ def backend(owl, tiny_llama: Path, tiny_adapter: Path, tiny_dora: Path):
         assert owl("import", *args).code == 0
     store = open_store(write=True)
     b = open_backend(store, store.find("tiny-llama"), "torch", max_batch=8, max_queue=4)
-    b.add_adapter("lora", store.find("lora"))
-    b.add_adapter("dora", store.find("dora"))
+    attach(b, "lora", store.find("lora"))
+    attach(b, "dora", store.find("dora"))
     yield b
     b.close()
 

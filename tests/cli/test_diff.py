@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from owlkit import diff as owldiff
-from owlkit.diff import compare_weight_files, first_tensor_difference
 from owlkit.errors import UsageError
+from owlkit.formats import tensor_diff as owldiff
+from owlkit.formats.tensor_diff import compare_weight_files, first_tensor_difference
 from owltest import build_adapter
 
 PERTURBED = "model.layers.1.mlp.down_proj.weight"

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from owlkit.backends.base import Sampling, open_for
+from owlkit.backends.base import Sampling
+from owlkit.backends.loading import open_for
 from owlkit.backends.session import Reply, fit_history, prompt_ids
 from owlkit.errors import Refused, UsageError
 from owlkit.runtime.generate import chat_prompt, stream_generate

@@ -71,7 +71,7 @@ def serve_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def serve_store(serve_folders: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One store for the whole session (tests only read it, or add adapters under new names)."""
-    from owlkit.importer import import_path
+    from owlkit.recipes.importer import import_path
     from owlkit.store import open_store
 
     store = open_store(tmp_path_factory.mktemp("serve-home") / "owl", write=True)

@@ -33,7 +33,7 @@ def percentile(values: list[float], p: float) -> float:
 def test_sixteen_streaming_clients_for_thirty_seconds(tmp_path: Path, start_server: Any) -> None:
     import openai
 
-    from owlkit.importer import import_path
+    from owlkit.recipes.importer import import_path
     from owlkit.store import open_store
 
     store = open_store(tmp_path / "home", write=True)

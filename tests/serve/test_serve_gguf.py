@@ -44,7 +44,7 @@ def smol_lora(out: Path, facts: dict[str, Any], base: str) -> Path:
 
 @pytest.fixture(scope="module")
 def gguf_server(start_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from owlkit.importer import import_path
+    from owlkit.recipes.importer import import_path
     from owlkit.store import open_store
 
     tmp = tmp_path_factory.mktemp("serve-gguf")

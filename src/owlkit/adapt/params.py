@@ -140,6 +140,22 @@ class TuneParams:
             raise InvalidFile(f"{path.name}: not valid YAML ({type(e).__name__}); fix the file") from None
         return cls.from_dict(data or {}, path.name)
 
+    @classmethod
+    def merged(cls, config: Path | None = None, **overrides: Any) -> TuneParams:
+        """What ``owl tune --config CONFIG --FLAG VALUE ...`` trains with: the YAML file's params (or the
+        defaults), each override that is not None in place of its key. ``targets`` may be given as
+        "q_proj,v_proj" (a comma-separated string) as well as a list."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise UsageError(f"unknown tune params {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        targets = overrides.get("targets")
+        if isinstance(targets, str) and targets != "all-linear":
+            overrides["targets"] = [t.strip() for t in targets.split(",")]
+        given = {k: v for k, v in overrides.items() if v is not None}
+        base = cls.from_yaml(config) if config is not None else None
+        return dataclasses.replace(base, **given) if base is not None else cls(**given)
+
     def to_yaml(self, path: Path) -> None:
         import yaml
 

@@ -47,7 +47,7 @@ from owlkit.adapt.memory import bound_heap_retention
 from owlkit.adapt.nf4 import load_nf4_causal_lm
 from owlkit.adapt.params import TrainResult, TuneParams
 from owlkit.errors import InvalidFile, UsageError, missing_extra
-from owlkit.runtime.load import NO_HUB_KERNELS
+from owlkit.runtime.load import load_causal_lm, load_tokenizer
 
 if TYPE_CHECKING:
     import torch
@@ -75,12 +75,12 @@ def get_lr(step: int, total: int, params: TuneParams) -> float:
 
 
 def _load(base_dir: Path, params: TuneParams) -> tuple[Any, Any]:
+    """The base to train and its tokenizer, loaded as every owlkit load is (runtime/load: no remote
+    code, no Hub, safetensors only, refused with numbers when it would not fit in memory)."""
     try:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError:
-        raise missing_extra("transformers", "ml", "owl tune") from None
-    tokenizer = AutoTokenizer.from_pretrained(base_dir, trust_remote_code=False)
+        raise missing_extra("torch", "ml", "owl tune") from None
     torch.manual_seed(params.seed)
     checkpointing = {"use_reentrant": False}  # non-reentrant: inputs need not require grad
     if params.method == "qlora":
@@ -89,16 +89,14 @@ def _load(base_dir: Path, params: TuneParams) -> tuple[Any, Any]:
         except ImportError:
             raise missing_extra("peft", "ml", "owl tune --method qlora") from None
         # Streams the weights: each linear weight quantized as it is read (see nf4.py).
-        model = load_nf4_causal_lm(base_dir, compute_dtype=torch.float32)
+        model, tokenizer = load_nf4_causal_lm(base_dir, compute_dtype=torch.float32), load_tokenizer(base_dir)
         # Freezes every base weight and upcasts only fp16/bf16 ones (none here: the base loads in fp32),
         # so it changes no number; checkpointing only when asked (its default is on).
         # The checkpointing kwargs go by position: peft 0.22 renamed that argument (from
         # gradient_checkpointing_kwargs to activation_checkpointing_kwargs) and warns on the old name.
         model = prepare_model_for_kbit_training(model, params.grad_checkpointing, checkpointing)
     else:
-        model = AutoModelForCausalLM.from_pretrained(
-            base_dir, trust_remote_code=False, dtype=torch.float32, **NO_HUB_KERNELS
-        )
+        model, tokenizer = load_causal_lm(base_dir, dtype="float32")
         if params.grad_checkpointing:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing)
     if params.method == "full":

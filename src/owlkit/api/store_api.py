@@ -31,7 +31,7 @@ class StoreApi(ApiBase):
         """Validate every file of a model folder, .gguf, .safetensors, PEFT adapter or dataset and
         store it. ``convert_pickle`` scans a pickle checkpoint, loads it weights-only and stores
         safetensors (pickles are refused otherwise)."""
-        from owlkit.importer import import_path, plan, total_bytes
+        from owlkit.recipes.importer import import_path, plan, total_bytes
         from owlkit.store.names import parse_name
 
         path = Path(path)

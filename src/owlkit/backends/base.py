@@ -27,7 +27,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from owlkit.errors import OwlError, Refused, UsageError, with_article
+from owlkit.errors import OwlError, Refused, UsageError
 from owlkit.runtime.stream import Sampling
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ _BUILTIN = {
     "torch": "owlkit.backends.torch_backend:TorchBackend",
     "gguf": "owlkit.backends.gguf_backend:GGUFBackend",
 }
+ALIASES = {"llama.cpp": "gguf"}  # other names --backend accepts
 
 
 class QueueFull(OwlError):
@@ -93,11 +94,22 @@ class BackendOptions:
     threads: int | None = None
 
 
+@dataclass(frozen=True)
+class AdapterFiles:
+    """A checked adapter as a backend loads it: ``path`` is a PEFT folder or a GGUF LoRA file
+    (`owlkit.backends.adapters` checks and prepares it)."""
+
+    record: Record
+    path: Path
+    chat_template: str | None  # the adapter's own, when it ships one (it wins over the base's)
+
+
 class Backend(ABC):
     """A base model and its adapters in one process. Methods other than :meth:`submit` are called
     from one thread at a time (the server serialises them); :meth:`submit` may be called from any."""
 
     name: str = ""
+    adapter_format: str = "peft"  # the adapter files add_adapter loads: "peft" (a folder) or "gguf-lora"
 
     def __init__(self, store: Store, base: Record, options: BackendOptions) -> None:
         self.store, self.base, self.options = store, base, options
@@ -126,8 +138,10 @@ class Backend(ABC):
         (bos_token, eos_token, …) it may use."""
 
     @abstractmethod
-    def add_adapter(self, name: str, rec: Record) -> None:
-        """Load a stored adapter under ``name``, sharing the base's weights; Refused if it does not apply."""
+    def add_adapter(self, name: str, adapter: AdapterFiles) -> None:
+        """Load an adapter under ``name``, sharing the base's weights. ``adapter`` was checked against
+        the base and prepared in :attr:`adapter_format` by `owlkit.backends.adapters.attach`, which is
+        how callers add one."""
 
     @abstractmethod
     def remove_adapter(self, name: str) -> None:
@@ -164,10 +178,16 @@ def backend_names() -> list[str]:
     return sorted({*_BUILTIN, *(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))})
 
 
+def backend_name(name: str) -> str:
+    """The registered name ``name`` stands for (``llama.cpp`` is the gguf backend)."""
+    return ALIASES.get(name, name)
+
+
 def backend_class(name: str) -> type[Backend]:
-    """The Backend subclass registered as ``name``."""
+    """The Backend subclass registered as ``name`` (or an alias of it)."""
     import importlib
 
+    name = backend_name(name)
     found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
     if name in found:
         cls = found[name].load()
@@ -175,7 +195,10 @@ def backend_class(name: str) -> type[Backend]:
         module, attr = _BUILTIN[name].split(":")
         cls = getattr(importlib.import_module(module), attr)
     else:
-        raise UsageError(f"--backend {name!r} is unknown: choose one of {', '.join(backend_names())}")
+        aliases = ", ".join(f"{a} = {b}" for a, b in ALIASES.items())
+        raise UsageError(
+            f"--backend {name!r} is unknown: choose one of {', '.join(backend_names())} ({aliases})"
+        )
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise Refused(f"backend {name!r} ({cls!r}) is not an owlkit Backend subclass: fix its entry point")
     return cls
@@ -202,34 +225,3 @@ def generate(backend: Backend, request_prompt: list[int], sampling: Sampling, *,
                 return
     finally:
         req.cancel()
-
-
-def open_for(
-    store: Store, rec: Record, backend_name: str = "torch", base: Record | None = None, **options: Any
-) -> tuple[Backend, str | None]:
-    """A backend for ``rec`` as `owl run` and `owl chat` take it: a model is the base; an adapter is
-    added to its own base (or to ``base``, another model of the same base identity). Returns the
-    backend and the adapter name to put in requests (None for a model)."""
-    from owlkit.errors import NotFound
-    from owlkit.store.lineage import adapter_base, check_adapter_applies
-
-    kind = rec.manifest.kind
-    if kind not in ("model", "adapter"):
-        raise Refused(
-            f"{rec.name} is {with_article(kind)}, not a model or an adapter: give a model or adapter REF"
-        )
-    if kind == "model":
-        return open_backend(store, rec, backend_name, **options), None
-    target = base or adapter_base(store, rec)
-    if target is None:
-        raise NotFound(
-            f"{rec.name}: its base {rec.side.get('base_ref')!r} is not in the store: import it first"
-        )
-    check_adapter_applies(store, rec, target)  # refuse a mismatch before spending time loading the base
-    backend = open_backend(store, target, backend_name, **options)
-    try:
-        backend.add_adapter(rec.name, rec)
-    except BaseException:
-        backend.close()
-        raise
-    return backend, rec.name

@@ -13,13 +13,11 @@ what follows the common prefix (as ``Llama.generate`` does). Cached keys and val
 one adapter, so the cache is dropped whenever the request's adapter differs from the last one's, and for
 echo requests, which need the logits of every prompt position.
 
-Adapters: a stored PEFT LoRA adapter is checked against the base (:func:`check_adapter_applies`: the GGUF
-and the HF folder converted from it share one base identity), converted to a GGUF LoRA
-(:mod:`owlkit.quantize.gguf_lora`) in a temp folder the backend owns, loaded on the shared model with
+Adapters: GGUF LoRA files (``adapter_format``), checked against the base and, for a stored PEFT adapter,
+converted by the layer above (:mod:`owlkit.backends.adapters`), loaded on the shared model with
 ``llama_adapter_lora_init`` (only the adapter's own matrices are added) and set on the context before each
 request with ``llama_set_adapters_lora`` (none for the base). llama.cpp adds the adapter's product while
-computing and never modifies the base weights, so one loaded model serves every adapter, per request. A
-stored GGUF LoRA (``owl quantize ADAPTER --to gguf-lora``) is loaded as it is.
+computing and never modifies the base weights, so one loaded model serves every adapter, per request.
 
 Logprobs: log-softmax (float64) of the logits llama.cpp keeps for the last position. Prompt logprobs
 (echo) evaluate the prompt on the same context with logits kept for every position, in chunks.
@@ -30,16 +28,16 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import tempfile
 import threading
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from owlkit.backends.adapters import gguf_path
 from owlkit.backends.base import (
+    AdapterFiles,
     Backend,
     BackendOptions,
     Event,
@@ -47,7 +45,6 @@ from owlkit.backends.base import (
     Request,
     Sampling,
     TokenLogprob,
-    adapter_chat_template,
 )
 from owlkit.errors import InvalidFile, NotFound, OwlError, Refused, UsageError, with_article
 from owlkit.runtime.llamacpp import import_llama_cpp, open_gguf
@@ -70,6 +67,7 @@ class _Adapter:
 
 class GGUFBackend(Backend):
     name = "gguf"
+    adapter_format = "gguf-lora"
 
     def __init__(self, store: Store, base: Record, options: BackendOptions) -> None:
         super().__init__(store, base, options)
@@ -79,7 +77,7 @@ class GGUFBackend(Backend):
                 f"{base.name} is {with_article(m.kind)}/{m.format}, not a GGUF model: serve it with --backend torch"
             )
         self._lc = lc = import_llama_cpp("serving with --backend gguf")
-        self._path = _gguf_file(store, base)
+        self._path = gguf_path(store, base)
         trained = m.facts.get("context_length")
         trained = trained if isinstance(trained, int) and trained > 0 else DEFAULT_CONTEXT
         threads = options.threads or os.cpu_count() or 2
@@ -97,8 +95,6 @@ class GGUFBackend(Backend):
         self._template = self._llm.metadata.get("tokenizer.chat_template")
         self._mem = lc.llama_get_memory(self._llm.ctx)
         self._batch = lc.llama_batch_init(self._chunk, 0, 1)
-        self._tmp = tempfile.TemporaryDirectory(prefix="owl-gguf-lora-")
-        self._lora_config: dict[str, Any] | None = None
         # Worker-thread state: what the KV cache holds, and the adapter it was computed with.
         self._cached: list[int] = []
         self._active: _Adapter | None = None
@@ -172,26 +168,22 @@ class GGUFBackend(Backend):
         with self._cond:
             return sorted(self._adapters)
 
-    def add_adapter(self, name: str, rec: Record) -> None:
-        if rec.manifest.kind != "adapter":
-            raise Refused(f"{rec.name} is {with_article(rec.manifest.kind)}, not an adapter")
+    def add_adapter(self, name: str, adapter: AdapterFiles) -> None:
         with self._cond:
             if self._closed:
                 raise Refused("the backend is shut down")
             if name in self._adapters:
                 raise UsageError(f"an adapter named {name!r} is already loaded: pick another name")
-        path = self._lora_file(rec)
-        template = (
-            adapter_chat_template(self.store.checkout(rec.digest)) if rec.manifest.format == "peft" else None
-        )
         with self._ctx_lock:  # the model's adapter list must not change while a request decodes
             if self._closed:
                 raise Refused("the backend is shut down")
-            handle = self._lc.llama_adapter_lora_init(self._llm.model, str(path).encode())
+            handle = self._lc.llama_adapter_lora_init(self._llm.model, str(adapter.path).encode())
             if not handle:
-                raise InvalidFile(f"{rec.name}: llama.cpp cannot load it as a LoRA of {self.base.name}")
+                raise InvalidFile(
+                    f"{adapter.record.name}: llama.cpp cannot load it as a LoRA of {self.base.name}"
+                )
             with self._cond:
-                self._adapters[name] = _Adapter(name, handle, template)
+                self._adapters[name] = _Adapter(name, handle, adapter.chat_template)
 
     def remove_adapter(self, name: str) -> None:
         with self._cond:
@@ -206,52 +198,6 @@ class GGUFBackend(Backend):
                 self._use_adapter(None)
             self._lc.llama_adapter_lora_free(adapter.handle)
             adapter.freed = True
-
-    def _lora_file(self, rec: Record) -> Path:
-        """A GGUF LoRA file of ``rec`` for this base: the stored one, or PEFT's converted once."""
-        from owlkit.store.lineage import check_adapter_applies
-
-        fmt = rec.manifest.format
-        if fmt == "gguf":  # a stored GGUF LoRA: its identity is that of the PEFT adapter it came from
-            sources = [p.digest for p in rec.manifest.parents if p.relation == "quantized_from"]
-            try:
-                source = self.store.get(sources[0]) if sources else None
-            except NotFound:
-                source = None
-            if source is None:
-                raise Refused(
-                    f"{rec.name}: the PEFT adapter it was exported from is not in the store, so its base "
-                    "cannot be checked; import that adapter and serve it instead"
-                )
-            self.warnings += check_adapter_applies(self.store, source, self.base)
-            return _gguf_file(self.store, rec)
-        if fmt != "peft":
-            raise Refused(
-                f"{rec.name} is {with_article(fmt)} adapter; the gguf backend applies PEFT LoRA and GGUF LoRA"
-            )
-        self.warnings += check_adapter_applies(self.store, rec, self.base)
-        out = Path(self._tmp.name) / f"{rec.short}.gguf"
-        if not out.is_file():
-            from owlkit.quantize.gguf_lora import export_gguf_lora
-
-            export_gguf_lora(self.store.checkout(rec.digest), out, self._base_config())
-        return out
-
-    def _base_config(self) -> dict[str, Any]:
-        """The Llama config of the served GGUF (what its q/k rows are permuted with), for LoRA export."""
-        if self._lora_config is None:
-            from owlkit.formats.gguf import read_gguf
-            from owlkit.runtime.gguf_llama import llama_config_dict
-
-            gguf = read_gguf(self._path)
-            arch = gguf.metadata.get("general.architecture")
-            if arch != "llama":
-                raise Refused(
-                    f"{self.base.name} is a {arch!r} GGUF; PEFT adapters convert to GGUF LoRA for Llama "
-                    "models only: serve it with --backend torch"
-                )
-            self._lora_config = {**llama_config_dict(gguf), "architectures": ["LlamaForCausalLM"]}
-        return self._lora_config
 
     # -- requests ------------------------------------------------------------------------------------
     def submit(self, request: Request) -> None:
@@ -293,7 +239,6 @@ class GGUFBackend(Backend):
             self._adapters.clear()
             lc.llama_batch_free(self._batch)
             self._llm.close()
-        self._tmp.cleanup()
 
     def _loop(self) -> None:
         while True:
@@ -459,13 +404,6 @@ class GGUFBackend(Backend):
         seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(4), "little")
         lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed % _RANDOM_SEEDS))
         return chain
-
-
-def _gguf_file(store: Store, rec: Record) -> Path:
-    files = [f.path for f in rec.manifest.files if f.path.endswith(".gguf")]
-    if not files:
-        raise InvalidFile(f"{rec.name}: holds no .gguf file; re-import it")
-    return store.checkout(rec.digest) / files[0]
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from owlkit.backends.base import (
+    AdapterFiles,
     Backend,
     BackendOptions,
     Event,
     QueueFull,
     Request,
     TokenLogprob,
-    adapter_chat_template,
 )
 from owlkit.errors import NotFound, OwlError, Refused, UsageError, with_article
 
@@ -108,7 +108,7 @@ class TorchBackend(Backend):
     def __init__(self, store: Store, base: Record, options: BackendOptions) -> None:
         import torch
 
-        from owlkit.inference import load_for_inference
+        from owlkit.backends.loading import load_for_inference
         from owlkit.runtime.generate import eos_ids
 
         super().__init__(store, base, options)
@@ -176,17 +176,12 @@ class TorchBackend(Backend):
     def adapters(self) -> list[str]:
         return sorted(self._peft.peft_config) if self._peft is not None else []
 
-    def add_adapter(self, name: str, rec: Record) -> None:
+    def add_adapter(self, name: str, adapter: AdapterFiles) -> None:
         from peft import PeftConfig, PeftModel
 
-        from owlkit.store.lineage import check_adapter_applies
-
-        if rec.manifest.kind != "adapter":
-            raise Refused(f"{rec.name} is {with_article(rec.manifest.kind)}, not an adapter")
         if name == _BASE or name in self.adapters():
             raise UsageError(f"an adapter named {name!r} is already loaded: pick another name")
-        self.warnings += check_adapter_applies(self.store, rec, self.base)
-        folder = str(self.store.checkout(rec.digest))
+        folder = str(adapter.path)
         config = PeftConfig.from_pretrained(folder)
         with self._model_lock:  # between decode steps
             if self._peft is None:
@@ -198,7 +193,7 @@ class TorchBackend(Backend):
                 self._peft.load_adapter(folder, adapter_name=name, is_trainable=False, low_cpu_mem_usage=True)
             if getattr(config, "use_dora", False):
                 self._dora.add(name)
-            self._templates[name] = adapter_chat_template(self.store.checkout(rec.digest))
+            self._templates[name] = adapter.chat_template
 
     def remove_adapter(self, name: str) -> None:
         with self._cond:

@@ -12,18 +12,17 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from owlkit.cli.model_cmds import Seed, Temperature, TopP
+from owlkit.cli.model_cmds import BackendOpt, Seed, Temperature, TopP, print_warnings
 from owlkit.cli.render import console, err_console
-from owlkit.errors import OwlError, UsageError, with_article
-from owlkit.store import open_store
+from owlkit.cli.state import owl
+from owlkit.errors import OwlError, UsageError
 
 if TYPE_CHECKING:
-    from owlkit.backends.base import Backend, Sampling
-    from owlkit.store.store import Record, Store
+    from owlkit.api import Conversation
 
 HELP = """commands:
   /reset          clear the history (the system message stays)
@@ -32,8 +31,6 @@ HELP = """commands:
   /adapter        list the loaded adapters
   /help           this list
   /exit, /quit    end the chat (so do Ctrl-D and Ctrl-C at the prompt; Ctrl-C during a reply stops it)"""
-
-_BASE_NAMES = ("base", "none")
 
 
 def register(app: typer.Typer) -> None:
@@ -49,13 +46,7 @@ def chat_cmd(
         ),
     ] = None,
     system: Annotated[str | None, typer.Option("--system", help="A system message.")] = None,
-    backend_name: Annotated[
-        str,
-        typer.Option(
-            "--backend",
-            help="torch (default) or gguf (llama.cpp, for GGUF models; the gguf extra), or an installed one.",
-        ),
-    ] = "torch",
+    backend: BackendOpt = "torch",
     max_tokens: Annotated[
         int, typer.Option("--max-tokens", min=1, max=32768, help="Most tokens per reply.")
     ] = 512,
@@ -67,40 +58,21 @@ def chat_cmd(
 
     Example: owl chat smollm2 --system "Answer in one sentence."
     """
-    from owlkit.backends.base import Sampling
-    from owlkit.cli.model_cmds import open_runtime
-
-    store = open_store(write=True)  # checkouts are written into the store
-    rec = store.find(ref)
-    extra = [store.find(a) for a in adapter or []]
-    if rec.manifest.kind == "model" and not rec.manifest.facts.get("chat_template_digest"):
-        raise UsageError(f"{rec.name} has no chat template: owl chat needs one (owl run sends plain text)")
-    backend, active = open_runtime(store, rec, backend_name)
-    try:
-        chat = Chat(store, backend, Sampling(max_tokens, temperature, top_p, seed), system)
-        if active is not None:
-            chat.loaded[ref] = chat.loaded[active] = active
-            chat.active = active
-        for a, a_rec in zip(adapter or [], extra, strict=True):
-            chat.switch(a, a_rec)
-        if not backend.chat_template(chat.active)[0]:
-            raise UsageError(
-                f"{backend.base.name} has no chat template: owl chat needs one (owl run sends plain text)"
-            )
-        chat.loop()
-    finally:
-        backend.close()
+    with console.status(f"loading {ref}…"):
+        conversation = owl().conversation(
+            ref, adapters=adapter or [], system=system, max_tokens=max_tokens, temperature=temperature,
+            top_p=top_p, seed=seed, backend=backend,
+        )  # fmt: skip
+    with conversation:
+        print_warnings(conversation.loaded.warnings)
+        Chat(conversation).loop()
 
 
 class Chat:
-    """The conversation: history, the active adapter, and the commands that change them."""
+    """The terminal side of a conversation: reading lines, the /commands, streaming replies."""
 
-    def __init__(self, store: Store, backend: Backend, sampling: Sampling, system: str | None) -> None:
-        self.store, self.backend, self.sampling = store, backend, sampling
-        self.system = [{"role": "system", "content": system}] if system is not None else []
-        self.messages: list[dict[str, Any]] = list(self.system)
-        self.loaded: dict[str, str] = {}  # what the user typed (REF or adapter name) -> backend adapter name
-        self.active: str | None = None
+    def __init__(self, conversation: Conversation) -> None:
+        self.conversation = conversation
 
     # -- the loop ------------------------------------------------------------------------------------
     def loop(self) -> None:
@@ -108,7 +80,8 @@ class Chat:
         if tty:
             import readline  # noqa: F401 - importing it gives input() line editing and history
 
-        what = f"{self.backend.base.name}" + (f" + {self.active}" if self.active else "")
+        c = self.conversation
+        what = c.model + (f" + {c.active}" if c.active else "")
         err_console.print(f"[dim]chatting with {what}; /help lists commands, /exit or Ctrl-D ends[/dim]")
         while True:
             line = _read_line(tty)
@@ -126,62 +99,55 @@ class Chat:
             self.turn(line)
 
     def turn(self, text: str) -> None:
-        """Send one user message and stream the reply; on any failure the message is taken back, so
-        the history stays as it was and the chat goes on."""
-        from owlkit.backends.session import Reply, fit_history
+        """Send one user message and stream the reply; on any failure the conversation takes the
+        message back, so the history stays as it was and the chat goes on."""
+        from owlkit.api import ChatResult, TextDelta
 
-        self.messages.append({"role": "user", "content": text})
-        context = self.backend.context_length
+        events = self.conversation.send(text)
+        started = False  # a reply line to end on failure
         try:
-            ids, kept, dropped = fit_history(
-                self.backend, self.messages, self.sampling.max_tokens, self.active
-            )
-            if len(ids) >= context:  # checked before dropping anything: a refused message changes nothing
-                raise UsageError(
-                    f"this message makes a prompt of {len(ids)} tokens; the context holds {context}: shorten it"
-                )
-            if dropped:
-                self.messages[:] = kept
-                _note(f"dropped the {dropped} oldest messages to fit the context ({context} tokens)")
-        except OwlError as e:
-            self.messages.pop()
-            _error(e)
-            return
-        sampling = _replace_max(self.sampling, min(self.sampling.max_tokens, context - len(ids)))
-        reply = Reply(self.backend, ids, sampling, self.active)
-        try:
-            for piece in reply:
-                sys.stdout.write(piece)
-                sys.stdout.flush()
+            for ev in events:
+                if isinstance(ev, TextDelta):
+                    started = True
+                    sys.stdout.write(ev.text)
+                    sys.stdout.flush()
+                elif isinstance(ev, ChatResult):
+                    result = ev
         except KeyboardInterrupt:
-            reply.close()  # cancels the request in the backend
+            events.close()  # cancels the request in the backend
             sys.stdout.write("\n")
-            self.messages.pop()
             _note("reply cancelled")
             return
         except OwlError as e:
-            reply.close()
-            sys.stdout.write("\n")
-            self.messages.pop()
+            events.close()
+            if started:
+                sys.stdout.write("\n")
             _error(e)
             return
         sys.stdout.write("\n")
         sys.stdout.flush()
-        self.messages.append({"role": "assistant", "content": reply.text})
-        if reply.finish == "length":
-            _note(f"the reply stopped at {reply.tokens} tokens (--max-tokens or the context)")
+        if result.dropped:
+            _note(
+                f"dropped the {result.dropped} oldest messages to fit the context "
+                f"({self.conversation.context_length} tokens)"
+            )
+        if result.finish_reason == "length":
+            _note(
+                f"the reply stopped at {result.usage.completion_tokens} tokens (--max-tokens or the context)"
+            )
 
     # -- commands ------------------------------------------------------------------------------------
     def command(self, text: str) -> str | None:
         name, _, arg = text.partition(" ")
         arg = arg.strip()
+        c = self.conversation
         try:
             if name in ("/exit", "/quit", "/bye"):
                 return "exit"
             if name == "/help":
                 err_console.print(HELP, markup=False)
             elif name == "/reset":
-                self.messages = list(self.system)
+                c.reset()
                 _note("history cleared")
             elif name == "/save":
                 if not arg:
@@ -189,10 +155,12 @@ class Chat:
                 self.save(Path(arg).expanduser())
             elif name == "/adapter":
                 if not arg:
-                    names = sorted(set(self.loaded.values()))
-                    _note(f"adapters: {', '.join(names) or 'none'}; active: {self.active or 'base'}")
+                    _note(f"adapters: {', '.join(c.adapters()) or 'none'}; active: {c.active or 'base'}")
                 else:
-                    self.switch(arg)
+                    with console.status(f"switching to {arg}…"):
+                        warnings = c.use_adapter(arg)
+                    print_warnings(warnings)
+                    _note(f"now using {c.active or 'the base model'}")
             else:
                 raise UsageError(f"unknown command {name}: /help lists the commands")
         except OwlError as e:
@@ -201,7 +169,7 @@ class Chat:
 
     def save(self, path: Path) -> None:
         """Write the conversation atomically (a temporary file beside it, then a rename)."""
-        data = {"model": self.backend.base.name, "adapter": self.active, "messages": self.messages}
+        data = self.conversation.to_dict()
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             with open(tmp, "w", encoding="utf-8") as f:
@@ -214,32 +182,7 @@ class Chat:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             raise UsageError(f"/save {path}: {e.strerror or e}; pick a writable path") from None
-        _note(f"saved {len(self.messages)} messages to {path}")
-
-    def switch(self, ref: str, rec: Record | None = None) -> None:
-        """Make ``ref`` the active adapter: one already loaded, a stored adapter (loaded now), or the
-        base (``base`` / ``none``)."""
-        from owlkit.errors import Refused
-
-        if ref in _BASE_NAMES and rec is None:
-            self.active = None
-        elif ref in self.loaded:
-            self.active = self.loaded[ref]
-        else:
-            rec = rec or self.store.find(ref)
-            if rec.manifest.kind != "adapter":
-                raise Refused(
-                    f"{rec.name} is {with_article(rec.manifest.kind)}, not an adapter: /adapter takes an adapter"
-                )
-            if rec.name not in self.loaded.values():
-                seen = len(self.backend.warnings)
-                with console.status(f"loading {rec.name}…"):
-                    self.backend.add_adapter(rec.name, rec)
-                for w in self.backend.warnings[seen:]:
-                    err_console.print(f"[yellow]warning:[/yellow] {w}")
-            self.loaded[ref] = self.loaded[rec.name] = rec.name
-            self.active = rec.name
-        _note(f"now using {self.active or 'the base model'}")
+        _note(f"saved {len(data['messages'])} messages to {path}")
 
 
 def _read_line(tty: bool) -> str | None:
@@ -251,12 +194,6 @@ def _read_line(tty: bool) -> str | None:
         return line.rstrip("\r\n") if line else None
     except (EOFError, KeyboardInterrupt):
         return None
-
-
-def _replace_max(sampling: Sampling, max_tokens: int) -> Sampling:
-    from dataclasses import replace
-
-    return replace(sampling, max_tokens=max_tokens)
 
 
 def _note(text: str) -> None:

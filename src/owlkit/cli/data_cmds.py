@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from owlkit.cli.render import console, print_json
-from owlkit.store import open_store
+from owlkit.cli.state import owl
 
 data_app = typer.Typer(
     name="data",
@@ -41,16 +41,11 @@ def demo_cmd(
 
     Example: owl data demo --seed 0
     """
-    from owlkit.recipes.demo_data import DemoDataParams, demo_data
-
-    params = DemoDataParams(train=train, heldout=heldout, seed=seed)
-    store = open_store(write=True)
-    digest = demo_data(store, params, name=name)
-    rec = store.get(digest)
+    res = owl().data_demo(train=train, heldout=heldout, seed=seed, name=name)
     if as_json:
-        print_json({"digest": digest, "names": rec.tags, "train": params.train, "heldout": params.heldout})
+        print_json(res.to_dict())
         return
     console.print(
-        f"generated [bold]{rec.name}[/bold] {digest[:19]}: {params.train} train, {params.heldout} held-out "
-        f"rows (seed {params.seed}, CC0-1.0)"
+        f"generated [bold]{res.name}[/bold] {res.digest[:19]}: {res.train} train, {res.heldout} held-out "
+        f"rows (seed {res.seed}, CC0-1.0)"
     )

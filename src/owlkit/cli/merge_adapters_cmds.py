@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
-from owlkit.cli.render import console, print_stored
+from owlkit.cli.merge_cmds import print_stored
+from owlkit.cli.render import progress_bars
+from owlkit.cli.state import owl
 from owlkit.errors import UsageError
 
 
@@ -54,18 +56,16 @@ def merge_adapters_cmd(
 
     Example: owl merge-adapters chat-lora code-lora --weights 0.7,0.3 --method svd --name mixed
     """
-    from owlkit.recipes.merge_adapters import MergeAdaptersParams, merge_adapters
-    from owlkit.store import open_store
-
-    params = MergeAdaptersParams(
-        weights=parse_weights(weights), method=method, density=density, svd_rank=svd_rank, seed=seed
-    )
-    if len(params.weights) != len(adapters):
-        raise UsageError(
-            f"{len(params.weights)} weights for {len(adapters)} adapters: give one weight per adapter"
-        )
     started = time.perf_counter()
-    store = open_store(write=True)
-    with console.status(f"combining {len(adapters)} adapters ({method})…"):
-        digest = merge_adapters(store, adapters, params, name=name)
-    print_stored(store, digest, f"combined {', '.join(adapters)} ({method})", started, as_json=as_json)
+    with progress_bars(enabled=not as_json) as progress:
+        res = owl().merge_adapters(
+            adapters,
+            weights=parse_weights(weights),
+            method=method,
+            density=density,
+            svd_rank=svd_rank,
+            seed=seed,
+            name=name,
+            progress=progress,
+        )
+    print_stored(res, f"combined {', '.join(adapters)} ({method})", started, as_json=as_json)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from owlkit.cli.render import console, err_console, print_json
-from owlkit.store import open_store
+from owlkit.cli.render import console, err_console, print_json, progress_bars
+from owlkit.cli.state import owl
 
 if TYPE_CHECKING:
-    from owlkit.store.store import Record, Store
+    from collections.abc import Iterator
+
+    from owlkit.api import RunResult
 
 
 def register(app: typer.Typer) -> None:
@@ -33,26 +36,30 @@ def convert_cmd(
 
     Example: owl convert smollm2 --to hf
     """
-    from owlkit.recipes.convert import ConvertParams, convert
-
-    params = ConvertParams(to=to, dtype=dtype)
     started = time.perf_counter()
-    store = open_store(write=True)
-    with console.status(f"converting {ref} to {to} ({dtype})…"):
-        digest = convert(store, ref, params, name=name)
-    rec = store.get(digest)
+    with progress_bars(enabled=not as_json) as progress:
+        res = owl().convert(ref, to=to, dtype=dtype, name=name, progress=progress)
     if as_json:
-        print_json({"digest": digest, "names": rec.tags})
+        print_json(res.to_dict())
         return
+    for w in res.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {w}")
     console.print(
-        f"converted {ref} -> [bold]{rec.name}[/bold] {digest[:19]} in {time.perf_counter() - started:.1f}s"
+        f"converted {ref} -> [bold]{res.name}[/bold] {res.digest[:19]} in {time.perf_counter() - started:.1f}s"
     )
 
 
-# Sampling options shared by `owl run` and `owl chat`.
+# Options shared by `owl run` and `owl chat`.
 Temperature = Annotated[float, typer.Option("--temperature", min=0.0, max=5.0, help="0 = greedy.")]
 TopP = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0)]
 Seed = Annotated[int | None, typer.Option("--seed", help="Seed for sampling.")]
+BackendOpt = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="torch (default) or gguf (alias llama.cpp, for GGUF models; the gguf extra), or an installed one.",
+    ),
+]
 
 
 def run_cmd(
@@ -71,75 +78,53 @@ def run_cmd(
     base: Annotated[
         str | None, typer.Option("--base", help="For an adapter: another model of the same base identity.")
     ] = None,
-    backend_name: Annotated[
-        str,
-        typer.Option(
-            "--backend",
-            help="torch (default) or gguf (llama.cpp, for GGUF models; the gguf extra), or an installed one.",
-        ),
-    ] = "torch",
+    backend: BackendOpt = "torch",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the whole result as JSON at the end (no streaming).")
+    ] = False,
 ) -> None:
     """Generate a completion on CPU, streaming it as it decodes.
 
     Example: owl run smollm2 "What is the capital of France?" --chat
     """
-    from owlkit.backends.base import Sampling
-    from owlkit.backends.session import Reply, prompt_ids
-    from owlkit.errors import UsageError
-
     if prompt == "-":
         prompt = sys.stdin.read()
-    if system and not chat:
-        raise UsageError("--system needs --chat")
-    store = open_store(write=True)  # checkouts are written into the store
-    rec = store.find(ref)
-    base_rec = store.find(base) if base else None
-    if chat and rec.manifest.kind == "model" and not rec.manifest.facts.get("chat_template_digest"):
-        raise UsageError(f"{rec.name} has no chat template: drop --chat to send the prompt as plain text")
-    t0 = time.perf_counter()
-    backend, adapter = open_runtime(store, rec, backend_name, base=base_rec)
-    try:
-        load_s = time.perf_counter() - t0
-        ids = prompt_ids(backend, prompt, chat=chat, system=system, adapter=adapter)
-        # The context holds the prompt and the reply: shorten the reply rather than fail.
-        room = max(0, min(max_tokens, backend.context_length - len(ids)))
-        reply = Reply(backend, ids, Sampling(room, temperature, top_p, seed), adapter)
-        t1 = time.perf_counter()
-        for piece in reply:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
-        took = time.perf_counter() - t1
-        err_console.print(
-            f"[dim]{backend.name}: load {load_s:.1f}s, {reply.tokens} tokens in {took:.1f}s"
-            f" ({reply.tokens / max(took, 1e-9):.1f} tokens/s), finish {reply.finish}[/dim]"
-        )
-    finally:
-        backend.close()
+    events = owl().run(
+        ref, prompt, chat=chat, system=system, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+        seed=seed, base=base, backend=backend,
+    )  # fmt: skip
+    with console.status(f"loading {ref}…"):
+        first = next(events)  # the weights load, then the first piece decodes
+    result = stream_reply(itertools.chain([first], events), echo=not as_json)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    print_warnings(result.warnings)
+    t = result.timings
+    err_console.print(
+        f"[dim]{result.backend}: load {t.load_s:.1f}s, {result.usage.completion_tokens} tokens in "
+        f"{t.generate_s:.1f}s ({t.tokens_per_s:.1f} tokens/s), finish {result.finish_reason}[/dim]"
+    )
 
 
-RUNTIMES = {"torch": "torch", "gguf": "gguf", "llama.cpp": "gguf"}
+def stream_reply(events: Iterator[object], *, echo: bool = True) -> RunResult:
+    """Write each text piece to stdout as it comes (then a newline); the final result."""
+    from owlkit.api import RunResult, TextDelta
+
+    for ev in events:
+        if isinstance(ev, TextDelta):
+            if echo:
+                sys.stdout.write(ev.text)
+                sys.stdout.flush()
+        elif isinstance(ev, RunResult):
+            if echo:
+                sys.stdout.write("\n")
+            return ev
+    raise AssertionError("the reply ended without a result")
 
 
-def open_runtime(
-    store: Store, rec: Record, runtime: str, *, base: Record | None = None
-) -> tuple[Any, str | None]:
-    """(backend, adapter name) for `owl run` and `owl chat`, with a spinner while the weights load and
-    the loader's warnings (quantization differences) printed on stderr."""
-    from owlkit.backends.base import backend_names, open_for
-    from owlkit.errors import Refused, UsageError, with_article
+def print_warnings(warnings: list[str]) -> None:
+    from rich.markup import escape
 
-    name = RUNTIMES.get(runtime, runtime)
-    if name not in backend_names():
-        raise UsageError(
-            f"backend {runtime!r} is unknown: choose one of {', '.join(backend_names())} (llama.cpp = gguf)"
-        )
-    if name == "gguf" and rec.manifest.kind == "model" and rec.manifest.format != "gguf":
-        raise Refused(
-            f"{rec.name} is {with_article(rec.manifest.kind)}/{rec.manifest.format}; --backend gguf runs GGUF models"
-        )
-    with console.status(f"loading {rec.name} ({name})…"):
-        backend, adapter = open_for(store, rec, name, base=base, max_batch=1, max_queue=1)
-    for w in backend.warnings:
-        err_console.print(f"[yellow]warning:[/yellow] {w}")
-    return backend, adapter
+    for w in warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {escape(w)}", soft_wrap=True)

@@ -3,12 +3,18 @@ their drift from the source measured and stored."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from owlkit.cli.render import byte_progress, console, count_progress, err_console, print_json
+from owlkit.cli.render import console, err_console, print_json, progress_bars
+from owlkit.cli.state import owl
+
+if TYPE_CHECKING:
+    from owlkit.api import DriftRow, Progress
 
 
 def register(app: typer.Typer) -> None:
@@ -53,77 +59,71 @@ def quantize_cmd(
 
     Example: owl quantize demo-merged --to gguf-q8_0 --to gguf-q4_0 --eval-tokens 2048
     """
-    from owlkit.errors import UsageError
-    from owlkit.recipes.quantize import EvalSettings, iter_targets, quantize
-    from owlkit.store import open_store
-
-    targets = list(iter_targets(to))
-    if name and len(targets) > 1:
-        raise UsageError("--name names one result; with several --to, the names are MODEL-TYPE")
-    store = open_store(write=True)
-    evaluation = EvalSettings(eval_tokens, eval_text, not no_eval, max_ppl_increase)
-
-    def bar(description: str, total: int, unit: str) -> Any:
-        if unit == "bytes":
-            return byte_progress(description, total, enabled=not as_json)
-        return count_progress(description, total, enabled=not as_json)
-
-    def say(message: str) -> None:
-        if not as_json:
-            err_console.print(f"[dim]{message}[/dim]")
-
-    outputs = quantize(
-        store,
-        ref,
-        targets,
-        from_dequantized=from_dequantized,
-        evaluation=evaluation,
-        names={targets[0]: name} if name else None,
-        bar=bar,
-        say=say,
-    )
-    if as_json:
-        print_json(
-            [
-                {
-                    "target": o.target,
-                    "digest": o.digest,
-                    "name": store.get(o.digest).name,
-                    "export": o.export,
-                    "quality": o.quality,
-                    "notes": o.notes,
-                }
-                for o in outputs
-            ]
+    with _progress(enabled=not as_json) as progress:
+        report = owl().quantize(
+            ref,
+            to,
+            name=name,
+            eval_tokens=eval_tokens,
+            eval_text=eval_text,
+            evaluate=not no_eval,
+            max_ppl_increase=max_ppl_increase,
+            from_dequantized=from_dequantized,
+            progress=progress,
         )
+    if as_json:
+        print_json(report.to_dict())
         return
-    for o in outputs:
-        console.print(f"stored [bold]{store.get(o.digest).name}[/bold] {o.digest[:19]} ({o.target})")
-        for note in o.notes:
+    for v in report:
+        console.print(f"stored [bold]{v.name}[/bold] {v.digest[:19]} ({v.target})")
+        for note in v.notes:
             err_console.print(f"[yellow]note:[/yellow] {note}")
-    if any(o.quality for o in outputs) or any(o.export.get("bits_per_weight") for o in outputs):
-        console.print(drift_table([(store.get(o.digest).name, o.export, o.quality) for o in outputs]))
+    if report.has_figures:
+        console.print(drift_table(report.rows))
 
 
-def drift_table(rows: list[tuple[str, dict[str, Any], dict[str, Any] | None]]) -> Any:
-    """Size, bits/weight, perplexity, KL and top-1 agreement of quantized variants, one row each."""
+@contextmanager
+def _progress(*, enabled: bool) -> Iterator[Progress | None]:
+    """The bars, with the recipe's status lines ("writing X", "scoring ...") printed dim above them."""
+    with progress_bars(enabled=enabled) as bars:
+        if bars is None:
+            yield None
+            return
+
+        def on_event(ev: Any) -> None:
+            if "message" in ev.info:
+                err_console.print(f"[dim]{ev.info['message']}[/dim]")
+            else:
+                bars(ev)
+
+        yield on_event
+
+
+def drift_table(rows: Sequence[DriftRow | tuple[str, dict[str, Any], dict[str, Any] | None]]) -> Any:
+    """Size, bits/weight, perplexity, KL and top-1 agreement of quantized variants, one row each: the
+    `DriftReport.rows`, or (name, export, quality) as `owl show` holds them."""
     from rich.table import Table
+
+    from owlkit.api import DriftRow
 
     table = Table(title="quantization drift", header_style="bold")
     for col in ("artifact", "size", "bits/weight", "ppl source", "ppl", "mean KL", "top-1", "runtime"):
         table.add_column(col, justify="left" if col in ("artifact", "runtime") else "right")
-    for name, export, q in rows:
-        q = q or {}
-        size = q.get("size_bytes") or export.get("file_bytes")
-        bpw = export.get("bits_per_weight")
+    for row in rows:
+        d = row if isinstance(row, DriftRow) else DriftRow.of(*row)
+        measured = d.runtime is not None
         table.add_row(
-            name,
-            f"{size / 1e6:.1f} MB" if size else "-",
-            f"{bpw:.2f}" if bpw else "-",
-            f"{q['ppl_source']:.3f}" if q else "-",
-            f"{q['ppl']:.3f}" if q else "-",
-            (f"{q['kl_mean']:.5f}" if q["kl_mean"] >= 1e-4 else f"{q['kl_mean']:.1e}") if q else "-",
-            f"{100 * q['top1']:.2f}%" if q else "-",
-            q.get("runtime", "not measured"),
+            d.artifact,
+            f"{d.size_bytes / 1e6:.1f} MB" if d.size_bytes else "-",
+            f"{d.bits_per_weight:.2f}" if d.bits_per_weight else "-",
+            f"{d.ppl_source:.3f}" if measured else "-",
+            f"{d.ppl:.3f}" if measured else "-",
+            _kl(d.kl_mean) if measured else "-",
+            f"{100 * d.top1:.2f}%" if measured else "-",
+            d.runtime or "not measured",
         )
     return table
+
+
+def _kl(kl: float) -> str:
+    return f"{kl:.5f}" if kl >= 1e-4 else f"{kl:.1e}"

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from owlkit.cli.render import console, print_json
+from owlkit.cli.render import console, print_json, progress_bars
+from owlkit.cli.state import owl
+
+if TYPE_CHECKING:
+    from owlkit.api import RebuildResult
 
 
 def register(app: typer.Typer) -> None:
@@ -32,35 +36,37 @@ def rebuild_cmd(
 
     Example: owl rebuild demo-rebuild
     """
-    from owlkit.rebuild import IDENTICAL, rebuild
-    from owlkit.store import open_store
-
-    store = open_store(write=True)  # the recipe writes checkouts and scratch files into the store
-    with console.status(f"rebuilding {ref}…"):
-        report = rebuild(store, ref, keep=keep, threads=threads)
+    with progress_bars(enabled=not as_json) as progress:
+        report = owl().rebuild(ref, keep=keep, threads=threads, progress=progress)
     if as_json:
         print_json(report.to_dict())
     else:
-        same = sum(v == "same" for v in report.files.values())
-        console.print(
-            f"rebuilt {report.ref} ({report.recipe}): [bold]{report.verdict}[/bold], "
-            f"{same}/{len(report.files)} files identical"
-        )
-        for problem in report.stored_problems:
-            console.print(f"  stored file fails its hash: {problem}")
-        if report.first_difference:
-            d = report.first_difference
-            where = f"{d['file']} ({d['status']})"
-            if "tensor" in d:
-                where += f", first differing tensor {d['tensor']}: max abs difference {d['max_abs']:.3g}"
-            console.print(f"  first difference: {where}")
-        if report.steps:
-            console.print(f"  steps: recorded {report.steps['recorded']}, rebuilt {report.steps['rebuilt']}")
-        for line in report.environment:
-            console.print(f"  environment differs: {line}")
-        if report.verdict != IDENTICAL and not report.environment:
-            console.print("  same environment: the recipe or an input did not reproduce")
-        if report.kept:
-            console.print(f"  kept the rebuilt artifact as {report.kept[:19]}")
+        _render(report)
     if report.exit_code:
         raise typer.Exit(report.exit_code)
+
+
+def _render(report: RebuildResult) -> None:
+    same = sum(v == "same" for v in report.files.values())
+    console.print(
+        f"rebuilt {report.ref} ({report.recipe}): [bold]{report.verdict}[/bold], "
+        f"{same}/{len(report.files)} files identical"
+    )
+    for problem in report.stored_problems:
+        console.print(f"  stored file fails its hash: {problem}")
+    d = report.first_difference
+    if d is not None:
+        where = f"{d.file} ({d.status})"
+        if d.tensor is not None and d.max_abs is not None:
+            where += f", first differing tensor {d.tensor}: max abs difference {d.max_abs:.3g}"
+        elif d.tensor is not None:  # no values to compare (shape or dtype differs): the note says which
+            where += f", first differing tensor {d.tensor}: {d.note}"
+        console.print(f"  first difference: {where}")
+    if report.steps:
+        console.print(f"  steps: recorded {report.steps['recorded']}, rebuilt {report.steps['rebuilt']}")
+    for line in report.environment:
+        console.print(f"  environment differs: {line}")
+    if not report.identical and not report.environment:
+        console.print("  same environment: the recipe or an input did not reproduce")
+    if report.kept:
+        console.print(f"  kept the rebuilt artifact as {report.kept[:19]}")

@@ -6,22 +6,21 @@ from typing import Annotated
 
 import typer
 
+from owlkit.cli.model_cmds import BackendOpt, print_warnings
 from owlkit.cli.render import console, err_console
-
-_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+from owlkit.cli.state import owl
+from owlkit.errors import UsageError
 
 
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve_cmd)
 
 
-def _adapter_spec(spec: str) -> tuple[str | None, str]:
-    """``NAME=REF`` or ``REF`` (served under the REF as given)."""
-    from owlkit.errors import UsageError
-
+def _adapter_spec(spec: str) -> str | tuple[str, str]:
+    """``NAME=REF`` as (NAME, REF), or ``REF`` (served under the REF as given)."""
     name, sep, ref = spec.partition("=")
     if not sep:
-        return None, spec
+        return spec
     if not name or not ref:
         raise UsageError(f"--adapter {spec!r}: write NAME=REF or just REF")
     return name, ref
@@ -55,9 +54,7 @@ def serve_cmd(
             help="Require 'Authorization: Bearer KEY' (or set OWL_API_KEY).",
         ),
     ] = None,
-    backend: Annotated[
-        str, typer.Option("--backend", help="torch (default) or gguf, or an installed one.")
-    ] = "torch",
+    backend: BackendOpt = "torch",
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Sequences decoded together.")] = 8,
     max_queue: Annotated[
         int, typer.Option("--max-queue", min=0, help="Requests waiting beyond the batch; past it, 429.")
@@ -89,40 +86,23 @@ def serve_cmd(
     """
     from rich.markup import escape
 
-    from owlkit.serve.app import bind_socket, serve, url_of
-    from owlkit.serve.registry import Server
-    from owlkit.store import open_store
-
     adapters = [_adapter_spec(a) for a in adapter or []]
-    store = open_store(write=True)  # checkouts are written into the store
-    options = {"threads": threads} if threads else {}
     with console.status(f"loading {', '.join(refs)}…"):
-        server = Server.open(
-            store, list(refs), adapters, api_key=api_key, use=use, allow_adapter_paths=allow_adapter_paths,
-            backend=backend, max_batch=max_batch, max_queue=max_queue, **options,
+        serving = owl().serve(
+            refs, adapters=adapters, host=host, port=port, api_key=api_key, use=use, backend=backend,
+            max_batch=max_batch, max_queue=max_queue, threads=threads, allow_adapter_paths=allow_adapter_paths,
         )  # fmt: skip
     try:
-        sock = bind_socket(host, port)
-        every = server.warnings + [w for m in server.models.values() for w in m.warnings]
-        for w in dict.fromkeys(every):  # a model's warnings may also be the server's: print each once
-            err_console.print(f"[yellow]warning:[/yellow] {escape(w)}", soft_wrap=True)
-        if host not in _LOOPBACK and not api_key:
-            err_console.print(
-                f"[yellow]warning:[/yellow] listening on {escape(host)} without --api-key: anyone who can "
-                "reach this address can use the models",
-                soft_wrap=True,
-            )
-        for m in server.models.values():
-            what = f"adapter on {m.parent}" if m.parent else f"model, {m.backend.name or backend} backend"
+        print_warnings(serving.warnings)
+        for m in serving.models:
+            what = f"adapter on {m.parent}" if m.parent else f"model, {m.backend} backend"
             terms = f", {m.terms['status']} for {m.terms['use']}" if m.terms else ""
             console.print(
-                f"serving [bold]{escape(m.name)}[/bold] ({what}, license {escape(m.record.manifest.license)}{terms})",
+                f"serving [bold]{escape(m.name)}[/bold] ({what}, license {escape(m.license)}{terms})",
                 soft_wrap=True,
             )
-        console.print(
-            f"OpenAI-compatible API on [bold]{url_of(sock)}/v1[/bold] (Ctrl-C stops)", soft_wrap=True
-        )
-        serve(server, sock)
+        console.print(f"OpenAI-compatible API on [bold]{serving.url}[/bold] (Ctrl-C stops)", soft_wrap=True)
+        serving.serve_forever()
     finally:
-        server.close()
+        serving.close()
     err_console.print("[dim]stopped[/dim]")

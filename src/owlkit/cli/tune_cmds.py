@@ -3,49 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from owlkit.cli.render import console, err_console, print_json
+from owlkit.cli.render import console, err_console, print_json, progress_bars
+from owlkit.cli.state import owl
 
 
 def register(app: typer.Typer) -> None:
     app.command("tune")(tune_cmd)
-
-
-@contextmanager
-def training_progress(*, enabled: bool) -> Iterator[Callable[[dict], None] | None]:
-    """A progress bar over optimizer steps showing loss, tokens/s and ETA; yields the step callback."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("training"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[tps]:.0f} tok/s"),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("train", total=None, loss=float("nan"), tps=0.0)
-
-        def on_step(entry: dict) -> None:
-            bar.update(
-                task,
-                completed=entry["step"],
-                total=entry.get("total_steps"),
-                loss=entry["loss"],
-                tps=entry.get("tokens_per_s", 0.0),
-            )
-
-        yield on_step
 
 
 def tune_cmd(
@@ -113,42 +81,26 @@ def tune_cmd(
 
     Example: owl tune smollm2-hf alpaca --method lora --r 16 --targets all-linear --steps 60
     """
-    from dataclasses import fields, replace
-
-    from owlkit.adapt import ddp
-    from owlkit.adapt.train import TuneParams
-    from owlkit.recipes.tune import tune
-    from owlkit.store import open_store
-
-    given = {
-        "method": method, "r": r, "alpha": alpha, "dropout": dropout, "rslora": rslora, "lr": lr,
-        "warmup": warmup, "schedule": schedule, "epochs": epochs, "steps": steps, "batch_size": batch_size,
-        "grad_accum": grad_accum, "seq_len": seq_len, "packing": packing,
-        "grad_checkpointing": grad_checkpointing, "eval_split": eval_split, "eval_every": eval_every,
-        "save_every": save_every, "template": template, "seed": seed, "nproc": nproc,
-        "targets": (targets if targets == "all-linear" else targets.split(",")) if targets else None,
-    }  # fmt: skip
-    params = TuneParams.from_yaml(config) if config else TuneParams()
-    known = {f.name for f in fields(TuneParams)}
-    if nproc is None and ddp.launched_world() > 1:  # under torchrun: the group it started
-        given["nproc"] = ddp.launched_world()
-    params = replace(params, **{k: v for k, v in given.items() if v is not None and k in known})
     started = time.perf_counter()
-    store = open_store(write=True)
-    with training_progress(enabled=not as_json and ddp.launched_rank() == 0) as progress:
-        digest = tune(store, base, data, params, name=name, resume=resume, progress=progress)
-    if not digest:  # a torchrun rank other than 0: rank 0 reports
+    with progress_bars(enabled=not as_json) as progress:
+        res = owl().tune(
+            base, data, config=config, method=method, r=r, alpha=alpha, dropout=dropout, targets=targets,
+            rslora=rslora, lr=lr, warmup=warmup, schedule=schedule, epochs=epochs, steps=steps,
+            batch_size=batch_size, grad_accum=grad_accum, seq_len=seq_len, packing=packing,
+            grad_checkpointing=grad_checkpointing, eval_split=eval_split, eval_every=eval_every,
+            save_every=save_every, template=template, seed=seed, nproc=nproc, name=name, resume=resume,
+            progress=progress,
+        )  # fmt: skip
+    if res is None:  # a torchrun rank other than 0: rank 0 reports
         return
-    rec = store.get(digest)
-    training = rec.side.get("training", {})
     if as_json:
-        print_json({"digest": digest, "names": rec.tags, "training": training})
+        print_json(res.to_dict())
         return
-    for note in training.get("notes", []):
+    for note in res.notes:
         err_console.print(f"[yellow]note:[/yellow] {note}")
-    first, last = training.get("initial_eval_loss"), training.get("final_eval_loss")
+    first, last = res.initial_eval_loss, res.final_eval_loss
     evals = f", eval loss {first:.4f} -> {last:.4f}" if first is not None and last is not None else ""
     console.print(
-        f"trained [bold]{rec.name}[/bold] {digest[:19]}: {training.get('steps')} steps, "
-        f"{training.get('tokens_per_s', 0):.0f} tokens/s{evals}, in {time.perf_counter() - started:.0f}s"
+        f"trained [bold]{res.name}[/bold] {res.digest[:19]}: {res.steps} steps, "
+        f"{res.tokens_per_s:.0f} tokens/s{evals}, in {time.perf_counter() - started:.0f}s"
     )

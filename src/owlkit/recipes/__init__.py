@@ -2,7 +2,13 @@
 
 A recipe records its name, params, input digests and seed in the new manifest (hashed), and library
 versions, host facts and timings in the side record (not hashed). :func:`store_output` is the one way a
-recipe's output folder becomes an artifact.
+recipe's output becomes an artifact (or, for `owl rebuild`, a captured folder that
+:func:`store_captured` may store later).
+
+Each recipe module exports ``NAME`` (the name its manifests record), ``Params`` (its dataclass) and
+``run(store, inputs, params, *, name=None, capture=None)``; ``recipes/registry.py`` lists them all.
+The same package holds the rest of the store-bound work on artifacts: import (``importer.py``), rebuild
+and diff.
 """
 
 from __future__ import annotations
@@ -10,14 +16,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import shutil
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,9 @@ TRACKED_LIBRARIES = ("owlkit", "torch", "transformers", "tokenizers", "safetenso
 
 def environment() -> dict[str, Any]:
     """What bit-identity depends on, recorded beside (not inside) every derived manifest."""
+    import platform
+    from importlib import metadata
+
     libs = {}
     for lib in TRACKED_LIBRARIES:
         try:
@@ -74,22 +79,6 @@ def _cpu() -> dict[str, Any]:
     return {"cpu_model": model, "cpu_flags": [f for f in _SIMD if f in flags]}
 
 
-_capture: Path | None = None  # set by `owl rebuild`'s child: recipe outputs go here, not into the store
-
-
-@contextmanager
-def capture_outputs(folder: Path) -> Iterator[None]:
-    """While active, :func:`store_output` writes the output's files, manifest and side record under
-    ``folder`` (``files/``, ``manifest.json``, ``side.json``) instead of committing it: `owl rebuild`
-    compares a re-derived artifact without adding it to the store."""
-    global _capture
-    _capture = folder
-    try:
-        yield
-    finally:
-        _capture = None
-
-
 def make_recipe(name: str, params: Any, inputs: dict[str, str], seed: int | None = None) -> Recipe:
     return Recipe(name=name, params=asdict(params), inputs=inputs, seed=seed)
 
@@ -104,14 +93,17 @@ def store_output(
     side: dict[str, Any],
     name: str | None,
     started: float,
+    capture: Path | None = None,
 ) -> str:
-    """Hash a recipe's output (described by a format reader) into the store and commit it; while
-    :func:`capture_outputs` is active, write it under the capture folder instead (see there)."""
+    """Hash a recipe's output (described by a format reader) into the store and commit it; its digest.
+
+    With ``capture`` (`owl rebuild`), nothing is stored: the files, manifest and side record go under
+    that folder (``files/``, ``manifest.json``, ``side.json``) and the digest is the one it would have."""
     side = {**side, "inputs": _inputs_side(store, recipe)}
-    with contextlib.nullcontext() if _capture is not None else store.session() as session:
+    with contextlib.nullcontext() if capture is not None else store.session() as session:
         files = []
         for rel in ins.files:
-            hexdigest, size = _put(session, ins.path_of(rel), rel)
+            hexdigest, size = _put(session, capture, ins.path_of(rel), rel)
             files.append(FileEntry(rel, size, hexdigest))
         manifest = Manifest(
             kind=ins.kind,
@@ -130,27 +122,36 @@ def store_output(
             "environment": environment(),
             "seconds": round(time.time() - started, 3),
         }
-        if _capture is None:
+        if capture is None:
             return store.commit(manifest, full_side, name=name)
-    (_capture / "manifest.json").write_text(json.dumps(manifest.to_json(), indent=1, sort_keys=True))
-    (_capture / "side.json").write_text(json.dumps(full_side, indent=1, sort_keys=True, default=str))
+    (capture / "manifest.json").write_text(json.dumps(manifest.to_json(), indent=1, sort_keys=True))
+    (capture / "side.json").write_text(json.dumps(full_side, indent=1, sort_keys=True, default=str))
     return manifest.digest()
 
 
-def _put(session: Any, src: Path, rel: str) -> tuple[str, int]:
+def _put(session: Any, capture: Path | None, src: Path, rel: str) -> tuple[str, int]:
     """(sha256, size) of one output file, put into the store's session, or copied into the capture folder."""
-    if session is not None:
+    if capture is None:
         return session.put_file(src)
-    assert _capture is not None
-    dest = _capture / "files" / rel
+    dest = capture / "files" / rel
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dest)
     return sha256_file(dest), dest.stat().st_size
 
 
-def capturing() -> bool:
-    """Whether outputs are being captured for `owl rebuild` rather than stored."""
-    return _capture is not None
+def read_captured(capture: Path) -> tuple[Manifest, dict[str, Any]]:
+    """The manifest and side record :func:`store_output` wrote under ``capture``."""
+    manifest = Manifest.from_json(json.loads((capture / "manifest.json").read_text()))
+    return manifest, json.loads((capture / "side.json").read_text())
+
+
+def store_captured(store: Store, capture: Path, *, name: str | None, side: dict[str, Any]) -> str:
+    """Store what :func:`store_output` captured, its side record updated with ``side``; its digest."""
+    manifest, recorded = read_captured(capture)
+    with store.session() as session:
+        for f in manifest.files:
+            session.put_file(capture / "files" / f.path)
+        return store.commit(manifest, {**recorded, **side}, name=name)
 
 
 def _inputs_side(store: Store, recipe: Recipe) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from owlkit.errors import Refused, UsageError
 from owlkit.recipes import derived_origin, inherited_license, make_recipe, store_output
@@ -17,6 +18,7 @@ from owlkit.store.manifest import Parent
 from owlkit.store.names import default_name, parse_name
 from owlkit.store.store import Store
 
+NAME = "convert"
 TARGETS = ("hf",)
 DTYPES = ("float32", "bfloat16")
 
@@ -35,7 +37,26 @@ class ConvertParams:
             raise UsageError(f"--dtype {self.dtype!r} is not supported: choose one of {', '.join(DTYPES)}")
 
 
-def convert(store: Store, ref: str, params: ConvertParams, *, name: str | None = None) -> str:
+Params = ConvertParams
+
+
+def run(
+    store: Store,
+    inputs: dict[str, str],
+    params: ConvertParams,
+    *,
+    name: str | None = None,
+    capture: Path | None = None,
+) -> str:
+    """:func:`convert` from the inputs a manifest records (``{"source": digest}``)."""
+    return convert(store, inputs["source"], params, name=name, capture=capture)
+
+
+def convert(
+    store: Store, ref: str, params: ConvertParams, *, name: str | None = None, capture: Path | None = None
+) -> str:
+    """Dequantize the GGUF ``ref`` into an HF folder and store it; its digest (``capture``: see
+    :func:`owlkit.recipes.store_output`)."""
     from owlkit.formats.hf_folder import inspect_hf_folder
     from owlkit.formats.tokenizer import tokenizer_digest_hf
     from owlkit.runtime.convert import gguf_to_hf
@@ -63,10 +84,11 @@ def convert(store: Store, ref: str, params: ConvertParams, *, name: str | None =
         return store_output(
             store,
             ins,
-            recipe=make_recipe("convert", params, {"source": src.digest}),
+            recipe=make_recipe(NAME, params, {"source": src.digest}),
             parents=[Parent(src.digest, "converted_from")],
             license=src.manifest.license,
             side=side,
             name=out_name,
             started=started,
+            capture=capture,
         )

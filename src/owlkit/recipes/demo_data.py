@@ -34,7 +34,7 @@ from owlkit.recipes import make_recipe, store_output
 from owlkit.store.names import parse_name
 from owlkit.store.store import Store
 
-RECIPE = "demo-data"
+NAME = "demo-data"
 GENERATOR = "owlkit.recipes.demo_data"
 # Bump when the output for the same params changes (word list, wording, file layout).
 GENERATOR_VERSION = 2
@@ -197,7 +197,7 @@ params:
 
 # owlkit demo data: reverse a word list
 
-Synthetic instruction data written by owlkit's `{RECIPE}` recipe (`owl data demo --seed {params.seed}`);
+Synthetic instruction data written by owlkit's `{NAME}` recipe (`owl data demo --seed {params.seed}`);
 no outside text went into it.
 
 Task: the input is {params.min_words} to {params.max_words} common English words separated by
@@ -255,8 +255,26 @@ def _inspect(folder: Path, params: DemoDataParams) -> Inspected:
     return ins
 
 
-def demo_data(store: Store, params: DemoDataParams, *, name: str | None = None) -> str:
-    """Generate the demo dataset and store it (kind dataset, license CC0-1.0); returns its digest."""
+Params = DemoDataParams
+
+
+def run(
+    store: Store,
+    inputs: dict[str, str],
+    params: DemoDataParams,
+    *,
+    name: str | None = None,
+    capture: Path | None = None,
+) -> str:
+    """:func:`demo_data` (it has no inputs)."""
+    return demo_data(store, params, name=name, capture=capture)
+
+
+def demo_data(
+    store: Store, params: DemoDataParams, *, name: str | None = None, capture: Path | None = None
+) -> str:
+    """Generate the demo dataset and store it (kind dataset, license CC0-1.0); returns its digest
+    (``capture``: see :func:`owlkit.recipes.store_output`)."""
     started = time.time()
     out_name = name or DEFAULT_NAME
     parse_name(out_name)  # before the work, not after
@@ -271,16 +289,17 @@ def demo_data(store: Store, params: DemoDataParams, *, name: str | None = None) 
                 f"not alpaca / {LICENSE_ID}"
             )
         side = {
-            "origin": {"recipe": RECIPE, "generator": GENERATOR, "generator_version": GENERATOR_VERSION},
+            "origin": {"recipe": NAME, "generator": GENERATOR, "generator_version": GENERATOR_VERSION},
             "license": {k: v for k, v in vars(ins.license).items() if v is not None},
         }
         return store_output(
             store,
             ins,
-            recipe=make_recipe(RECIPE, params, {}, seed=params.seed),
+            recipe=make_recipe(NAME, params, {}, seed=params.seed),
             parents=[],
             license=LICENSE_ID,
             side=side,
             name=out_name,
             started=started,
+            capture=capture,
         )

@@ -22,6 +22,8 @@ from owlkit.store.manifest import Parent
 from owlkit.store.names import default_name, parse_name
 from owlkit.store.store import Record, Store
 
+NAME = "merge"
+
 
 @dataclass
 class MergeParams:
@@ -35,10 +37,32 @@ class MergeParams:
             )
 
 
-def merge(
-    store: Store, base_ref: str, adapter_ref: str, params: MergeParams, *, name: str | None = None
+Params = MergeParams
+
+
+def run(
+    store: Store,
+    inputs: dict[str, str],
+    params: MergeParams,
+    *,
+    name: str | None = None,
+    capture: Path | None = None,
 ) -> str:
-    """Merge ``adapter_ref`` into ``base_ref`` and store the result; returns its digest."""
+    """:func:`merge` from the inputs a manifest records (``{"base": digest, "adapter": digest}``)."""
+    return merge(store, inputs["base"], inputs["adapter"], params, name=name, capture=capture)
+
+
+def merge(
+    store: Store,
+    base_ref: str,
+    adapter_ref: str,
+    params: MergeParams,
+    *,
+    name: str | None = None,
+    capture: Path | None = None,
+) -> str:
+    """Merge ``adapter_ref`` into ``base_ref`` and store the result; returns its digest (``capture``:
+    see :func:`owlkit.recipes.store_output`)."""
     from owlkit.adapt.merge import merge_adapter
     from owlkit.formats.hf_folder import inspect_hf_folder
     from owlkit.formats.tokenizer import tokenizer_digest_hf
@@ -64,12 +88,13 @@ def merge(
         return store_output(
             store,
             ins,
-            recipe=make_recipe("merge", params, {"base": base.digest, "adapter": adapter.digest}),
+            recipe=make_recipe(NAME, params, {"base": base.digest, "adapter": adapter.digest}),
             parents=[Parent(base.digest, "merged_from"), Parent(adapter.digest, "merged_from")],
             license=base.manifest.license,
             side={"origin": derived_origin(base, "merge"), "license": lic},
             name=out_name,
             started=started,
+            capture=capture,
         )
 
 

@@ -23,6 +23,8 @@ from owlkit.store.manifest import Parent
 from owlkit.store.names import default_name, parse_name
 from owlkit.store.store import Record, Store
 
+NAME = "merge-adapters"
+
 
 @dataclass
 class MergeAdaptersParams:
@@ -60,14 +62,41 @@ class MergeAdaptersParams:
             raise UsageError(f"--seed {self.seed!r}: give a non-negative integer")
 
 
+Params = MergeAdaptersParams
+
+
+def run(
+    store: Store,
+    inputs: dict[str, str],
+    params: MergeAdaptersParams,
+    *,
+    name: str | None = None,
+    capture: Path | None = None,
+) -> str:
+    """:func:`merge_adapters` from the inputs a manifest records (``base``, ``adapter1``, ``adapter2``...:
+    the adapters in their numbered order; the base is the first adapter's)."""
+    adapters = [inputs[k] for k in sorted(inputs, key=_adapter_order) if k.startswith("adapter")]
+    return merge_adapters(store, adapters, params, name=name, capture=capture)
+
+
+def _adapter_order(role: str) -> int:
+    digits = role.removeprefix("adapter")
+    return int(digits) if digits.isdigit() else 0
+
+
 def merge_adapters(
-    store: Store, adapter_refs: list[str], params: MergeAdaptersParams, *, name: str | None = None
+    store: Store,
+    adapter_refs: list[str],
+    params: MergeAdaptersParams,
+    *,
+    name: str | None = None,
+    capture: Path | None = None,
 ) -> str:
     """Combine the adapters ``adapter_refs`` (stored refs or folders to import) and store the result;
-    returns its digest."""
+    returns its digest (``capture``: see :func:`owlkit.recipes.store_output`)."""
     from owlkit.adapt.combine import check_combinable, combine_adapters
+    from owlkit.backends.loading import load_for_inference
     from owlkit.formats.peft import inspect_peft
-    from owlkit.inference import load_for_inference
 
     started = time.time()
     if len(adapter_refs) < 2:
@@ -127,12 +156,13 @@ def merge_adapters(
         return store_output(
             store,
             ins,
-            recipe=make_recipe("merge-adapters", params, inputs, seed=params.seed),
+            recipe=make_recipe(NAME, params, inputs, seed=params.seed),
             parents=[Parent(base.digest, "adapter_of"), *(Parent(a.digest, "merged_from") for a in adapters)],
             license=base.manifest.license,
             side={"origin": derived_origin(base, "merge-adapters"), "license": lic},
             name=out_name,
             started=started,
+            capture=capture,
         )
 
 

@@ -30,6 +30,7 @@ from owlkit.store.manifest import Parent
 from owlkit.store.names import default_name, parse_name
 from owlkit.store.store import Record, Store
 
+NAME = "quantize"
 NUMPY_GGUF = ("gguf-f32", "gguf-f16", "gguf-q8_0", "gguf-q4_0", "gguf-q4_1")
 # llama.cpp's own quantizer writes the K-quant mixes (gguf-py cannot): llama_ftype values from llama.h.
 LLAMA_CPP_GGUF = {"gguf-q4_k_m": 15, "gguf-q5_k_m": 17, "gguf-q6_k": 18}
@@ -74,6 +75,31 @@ class Output:
     digest: str = ""
 
 
+Params = QuantizeParams
+
+
+def run(
+    store: Store,
+    inputs: dict[str, str],
+    params: QuantizeParams,
+    *,
+    name: str | None = None,
+    capture: Path | None = None,
+) -> str:
+    """One target of :func:`quantize` from the inputs a manifest records (``{"source": digest}``),
+    without the drift measurement: that is a report on the artifact, not part of it."""
+    outputs = quantize(
+        store,
+        inputs["source"],
+        [params.to],
+        from_dequantized=params.from_dequantized,
+        evaluation=EvalSettings(enabled=False),
+        names={params.to: name} if name else None,
+        capture=capture,
+    )
+    return outputs[0].digest
+
+
 def _no_bar(_description: str, _total: int, _unit: str) -> AbstractContextManager[None]:
     from contextlib import nullcontext
 
@@ -90,8 +116,10 @@ def quantize(
     names: dict[str, str] | None = None,
     bar: Bar | None = None,
     say: Callable[[str], None] | None = None,
+    capture: Path | None = None,
 ) -> list[Output]:
-    """Quantize ``ref`` to every target in ``targets`` and store the results (see the module)."""
+    """Quantize ``ref`` to every target in ``targets`` and store the results (see the module).
+    ``capture`` (one target only): see :func:`owlkit.recipes.store_output`."""
     from owlkit.recipes.tune import resolve_input
 
     evaluation = evaluation or EvalSettings()
@@ -115,8 +143,10 @@ def quantize(
     }
     for n in out_names.values():
         parse_name(n)  # before minutes of work, not after
+    if capture is not None and len(targets) > 1:
+        raise UsageError("a captured quantize makes one target: give one --to")
     if targets == ["gguf-lora"]:
-        return [_adapter_to_gguf(store, src, out_names["gguf-lora"], say)]
+        return [_adapter_to_gguf(store, src, out_names["gguf-lora"], say, capture)]
 
     for t in targets:
         if t in LLAMA_CPP_GGUF:
@@ -151,7 +181,7 @@ def quantize(
             _measure(folder, outputs, evaluation, text, f32_gguf, scratch.dir, stack, say, bar)
         _guard(outputs, evaluation)
         for o in outputs:
-            o.digest = _store(store, src, o, from_dequantized, started)
+            o.digest = _store(store, src, o, from_dequantized, started, capture)
     return outputs
 
 
@@ -358,7 +388,9 @@ def quantized_ancestor(store: Store, rec: Record) -> str | None:
     return None
 
 
-def _store(store: Store, src: Record, o: Output, from_dequantized: bool, started: float) -> str:
+def _store(
+    store: Store, src: Record, o: Output, from_dequantized: bool, started: float, capture: Path | None
+) -> str:
     from owlkit.formats.detect import inspect_gguf
     from owlkit.formats.hf_folder import inspect_hf_folder
 
@@ -374,16 +406,19 @@ def _store(store: Store, src: Record, o: Output, from_dequantized: bool, started
     return store_output(
         store,
         ins,
-        recipe=make_recipe("quantize", params, {"source": src.digest}),
+        recipe=make_recipe(NAME, params, {"source": src.digest}),
         parents=[Parent(src.digest, "quantized_from")],
         license=src.manifest.license,
         side=side,
         name=o.name,
         started=started,
+        capture=capture,
     )
 
 
-def _adapter_to_gguf(store: Store, adapter: Record, name: str, say: Callable[[str], None]) -> Output:
+def _adapter_to_gguf(
+    store: Store, adapter: Record, name: str, say: Callable[[str], None], capture: Path | None
+) -> Output:
     """A PEFT LoRA adapter as a GGUF LoRA for llama.cpp, with an ``quantized_from`` edge to the adapter."""
     import json
 
@@ -410,7 +445,7 @@ def _adapter_to_gguf(store: Store, adapter: Record, name: str, say: Callable[[st
         say(f"writing {name} (GGUF LoRA for {base.name})")
         o.notes = export_gguf_lora(store.checkout(adapter.digest), o.path, config)
         o.export = {"base": base.digest, "file_bytes": o.path.stat().st_size}
-        o.digest = _store(store, adapter, o, False, started)
+        o.digest = _store(store, adapter, o, False, started, capture)
     return o
 
 

@@ -14,21 +14,25 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from owlkit.adapt.params import TuneParams
 from owlkit.errors import Refused, with_article
-from owlkit.recipes import capturing, derived_origin, inherited_license, make_recipe, store_output, write_card
+from owlkit.recipes import derived_origin, inherited_license, make_recipe, store_output, write_card
 from owlkit.store.lineage import base_identity
 from owlkit.store.manifest import Parent, canonical_json
 from owlkit.store.names import default_name, parse_name
 from owlkit.store.store import Record, Store
 
+NAME = "tune"
 TRAINABLE_DATA = ("alpaca", "sharegpt", "openai-messages")
+# The engine (adapt/train.py) takes the same dataclass, so it lives beside the engine.
+Params = TuneParams
 
 
 def resolve_input(store: Store, ref: str, kind: str) -> Record:
     """A stored artifact by reference, or a path imported on the fly."""
     path = Path(ref).expanduser()
     if path.exists():
-        from owlkit.importer import import_path
+        from owlkit.recipes.importer import import_path
 
         return store.get(import_path(store, path).digest)
     rec = store.find(ref)
@@ -37,18 +41,32 @@ def resolve_input(store: Store, ref: str, kind: str) -> Record:
     return rec
 
 
+def run(
+    store: Store,
+    inputs: dict[str, str],
+    params: TuneParams,
+    *,
+    name: str | None = None,
+    capture: Path | None = None,
+) -> str:
+    """:func:`tune` from the inputs a manifest records (``{"base": digest, "data": digest}``)."""
+    return tune(store, inputs["base"], inputs["data"], params, name=name, capture=capture)
+
+
 def tune(
     store: Store,
     base_ref: str,
     data_ref: str,
-    params: Any,
+    params: TuneParams,
     *,
     name: str | None = None,
     resume: bool = False,
     progress: Any = None,
+    capture: Path | None = None,
 ) -> str:
     """Train and store the result; its digest. Under torchrun every rank calls this and only rank 0
-    stores: the other ranks return an empty string."""
+    stores: the other ranks return an empty string. ``capture``: see :func:`owlkit.recipes.store_output`
+    (a captured run also trains in a fresh folder, out of reach of the original run's checkpoints)."""
     from owlkit.adapt.train import train
     from owlkit.formats.hf_folder import inspect_hf_folder
     from owlkit.formats.peft import inspect_peft
@@ -76,8 +94,7 @@ def tune(
     # Resume state outlives one process (a crash, Ctrl-C) but belongs to exactly these inputs and params.
     key = hashlib.sha256(canonical_json([base.digest, data.digest, asdict(params)])).hexdigest()[:16]
     with store.session() as scratch:
-        # A rebuild trains in its own fresh folder: the original run's checkpoints stay out of reach.
-        work = scratch.dir / "run" if capturing() else store.home / "runs" / key
+        work = scratch.dir / "run" if capture is not None else store.home / "runs" / key
         out = scratch.dir / "out"
         result = train(
             store.checkout(base.digest),
@@ -102,7 +119,7 @@ def tune(
         digest = store_output(
             store,
             ins,
-            recipe=make_recipe("tune", params, {"base": base.digest, "data": data.digest}, seed=params.seed),
+            recipe=make_recipe(NAME, params, {"base": base.digest, "data": data.digest}, seed=params.seed),
             parents=[Parent(base.digest, relation), Parent(data.digest, "trained_on")],
             license=base.manifest.license,
             side={
@@ -129,6 +146,7 @@ def tune(
             },
             name=out_name,
             started=started,
+            capture=capture,
         )
     return digest
 

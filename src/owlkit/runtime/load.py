@@ -142,7 +142,7 @@ def load_causal_lm(folder: Path, *, gguf_file: str | None = None, dtype: str = "
     folder = Path(folder)
     torch_dtype = check_dtype(dtype)
     try:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
     except ImportError:
         raise missing_extra("transformers", "ml", "running a model") from None
     common = {"local_files_only": True, "trust_remote_code": False}
@@ -182,9 +182,21 @@ def load_causal_lm(folder: Path, *, gguf_file: str | None = None, dtype: str = "
             **model_options,
         )
         keep_4bit_on_float_path(model)  # a stored bnb-nf4 variant
-        tokenizer = _from_pretrained(AutoTokenizer, folder.name, folder, **common)
+        tokenizer = load_tokenizer(folder)
     model.eval()
     return model, tokenizer
+
+
+def load_tokenizer(folder: Path) -> Any:
+    """The tokenizer of an HF folder, with the same guards as the model (no remote code, no Hub)."""
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise missing_extra("transformers", "ml", "loading a tokenizer") from None
+    folder = Path(folder)
+    return _from_pretrained(
+        AutoTokenizer, folder.name, folder, local_files_only=True, trust_remote_code=False
+    )
 
 
 def _from_pretrained(cls: Any, name: str, folder: Path, **kwargs: Any) -> Any:

@@ -620,13 +620,19 @@ def run_in_thread(server: Server, host: str = "127.0.0.1", port: int = 0) -> tup
     """Serve ``server`` on a background thread (port 0: a free port); returns (base URL, stop). ``stop()``
     stops the HTTP server only; close the Server itself after it."""
     sock = bind_socket(host, port)
+    return url_of(sock), start_in_thread(server, sock)
+
+
+def start_in_thread(server: Server, sock: socket.socket) -> Callable[[], None]:
+    """Serve ``server`` on the bound ``sock`` from a background thread, once it answers; returns
+    ``stop()``, which stops the HTTP server and closes the socket (the Server stays open)."""
     userver = _uvicorn_server(server)
     thread = threading.Thread(target=userver.run, kwargs={"sockets": [sock]}, name="owl-serve", daemon=True)
     thread.start()
-    url = url_of(sock)
-    deadline = time.monotonic() + 30
+    url, deadline = url_of(sock), time.monotonic() + 30
     while not userver.started:
         if not thread.is_alive() or time.monotonic() > deadline:
+            userver.should_exit = True
             sock.close()
             raise OwlError(f"the server on {url} did not start")
         time.sleep(0.01)
@@ -639,4 +645,4 @@ def run_in_thread(server: Server, host: str = "127.0.0.1", port: int = 0) -> tup
             thread.join(10)
         sock.close()
 
-    return url, stop
+    return stop

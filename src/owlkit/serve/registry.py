@@ -180,13 +180,14 @@ class Server:
 
     def _pick_base(self, rec: Record, candidates: list[Record], names: list[str]) -> tuple[str, list[str]]:
         """The served name of the first base the adapter applies to (same base identity), and the
-        warnings of that check (quantization differs)."""
-        from owlkit.store.lineage import check_adapter_applies
+        warnings of that check (quantization differs): the one check of this adapter, which
+        :meth:`_attach` passes on rather than running again."""
+        from owlkit.backends.adapters import applies
 
         reasons = []
         for base_rec, name in zip(candidates, names, strict=True):
             try:
-                return name, check_adapter_applies(self.store, rec, base_rec)
+                return name, applies(self.store, rec, base_rec)
             except Refused as e:
                 reasons.append(str(e))
         raise Refused(f"{rec.name} applies to none of the served bases ({', '.join(names)}): {reasons[0]}")
@@ -204,7 +205,7 @@ class Server:
     def import_adapter_path(self, path: str, name: str) -> str:
         """Import an adapter folder into the store (as `owl import` does) under a free name near
         ``name``; returns its digest for :meth:`add_adapter`. Only with --allow-adapter-paths."""
-        from owlkit.importer import import_path
+        from owlkit.recipes.importer import import_path
 
         if not self.allow_adapter_paths:
             raise UsageError(
@@ -240,10 +241,12 @@ class Server:
     ) -> Served:
         """Load the adapter on its base's backend; ``applies`` are _pick_base's warnings, ``checked`` its
         terms_check result when already known."""
+        from owlkit.backends.adapters import attach
+
         terms, warnings = checked or terms_check(self.store, rec, self.use)
         warnings = warnings + applies
         base_served = self.models[base]
-        base_served.backend.add_adapter(name, rec)
+        attach(base_served.backend, name, rec, checked=applies)
         served = Served(name, rec, base_served.backend, parent=base, terms=terms, warnings=warnings)
         self.models[name] = served
         return served

@@ -1,26 +1,27 @@
 """``owl import``: turn a file or folder into a stored artifact.
 
 Reads and validates with ``owlkit.formats`` (which knows nothing of the store), hashes every file into
-the store while copying it, resolves the parents it names, then commits the catalog row last.
+the store while copying it, resolves the parents it names, then commits the catalog row last. A pickle
+checkpoint (with ``convert_pickle``) is stored as it came and converted by the ``convert-pickle`` recipe,
+so that `owl rebuild` can re-derive the conversion from the stored original.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from owlkit import __version__
 from owlkit.errors import NotFound, Refused, UsageError
 from owlkit.formats.base import Inspected
 from owlkit.formats.detect import inspect_path
 from owlkit.store.blobs import Session
-from owlkit.store.manifest import FileEntry, Manifest, Parent, Recipe
+from owlkit.store.manifest import FileEntry, Manifest, Parent
 from owlkit.store.names import default_name, parse_name
 from owlkit.store.store import Store
+from owlkit.version import __version__
 
 Progress = Callable[[int], None]
 
@@ -87,9 +88,14 @@ def import_path(
             parents=parents,
         )
         if pickles:
-            converted = _convert_pickles(s, ins, pickles, files)  # refuses before anything is committed
+            from owlkit.recipes import convert_pickle
+
+            params = convert_pickle.Params.for_pickles(pickles)
+            converted = convert_pickle.convert(s, store.blobs, files, params)  # refuses before any commit
             original = store.commit(manifest, side, unresolved=unresolved)
-            digest = _commit_converted(store, ins, converted, original, side, ref)
+            digest = convert_pickle.store_converted(
+                store, store.get(original), converted, params, name=ref, started=started
+            )
             return ImportResult(digest, ref, ins, warnings + ins.warnings, converted_from=original)
         digest = store.commit(manifest, side, name=ref, unresolved=unresolved)
     if ins.kind == "model" and ins.origin and ins.origin.repo_id:
@@ -178,77 +184,3 @@ def _fill_tokenizer_digest(ins: Inspected) -> None:
         )
     except ImportError:
         ins.warnings.append("tokenizer digest not computed: pip install 'owlkit[ml]'")
-
-
-def _converted_name(rel: str) -> str:
-    p = Path(rel)
-    stem = p.stem.replace("pytorch_model", "model")
-    return str(p.with_name(stem + ".safetensors"))
-
-
-@dataclass
-class _Converted:
-    files: list[FileEntry]
-    renamed: dict[str, str]
-    sources: dict[str, str]
-
-
-def _convert_pickles(
-    s: Session, ins: Inspected, pickles: list[str], stored_entries: list[FileEntry]
-) -> _Converted:
-    """Scan, load with weights_only and re-store each pickle as safetensors (blobs only, no commit)."""
-    from owlkit.formats.pickles import convert_pickle_to_safetensors
-
-    renamed = {rel: _converted_name(rel) for rel in pickles}
-    files: list[FileEntry] = []
-    sources: dict[str, str] = {}
-    for rel in pickles:
-        tmp = s.temp_path(".safetensors")
-        info = convert_pickle_to_safetensors(ins.path_of(rel), tmp)
-        stored = next(e.sha256 for e in stored_entries if e.path == rel)
-        if info["source_sha256"] != stored:
-            raise Refused(f"{rel} changed between storing and converting it: import it again")
-        sources[renamed[rel]] = info["source_sha256"]
-        size = tmp.stat().st_size
-        files.append(FileEntry(renamed[rel], size, s.adopt(tmp)))
-    for entry in stored_entries:
-        if entry.path in pickles:
-            continue
-        if entry.path.endswith(".bin.index.json"):  # sharded pickle index -> safetensors index
-            index = json.loads(ins.path_of(entry.path).read_text())
-            index["weight_map"] = {k: renamed.get(v, v) for k, v in index.get("weight_map", {}).items()}
-            body = json.dumps(index, indent=2, sort_keys=True).encode()
-            files.append(FileEntry("model.safetensors.index.json", len(body), s.put_bytes(body)))
-        else:
-            files.append(entry)
-    return _Converted(files, renamed, sources)
-
-
-def _commit_converted(
-    store: Store, ins: Inspected, conv: _Converted, original: str, side: dict, ref: str
-) -> str:
-    """A ``converted_from`` edge (and recipe) records the original artifact, whose bytes stay stored
-    but are never loaded."""
-    files = conv.files
-    facts = dict(ins.facts)
-    if ins.format == "pickle":  # a bare checkpoint: read its facts from what we wrote
-        from owlkit.formats.safetensors import read_safetensors_header
-
-        header = read_safetensors_header(store.blobs.path(files[0].sha256))
-        facts.update(parameters=header.parameters, dtype=header.dtype_summary())
-    manifest = Manifest(
-        kind=ins.kind,
-        format="hf" if ins.format == "hf" else "safetensors",
-        files=files,
-        facts=facts,
-        license=ins.license.id,
-        parents=[Parent(original, "converted_from")],
-        recipe=Recipe(name="convert-pickle", params={"files": conv.renamed}, inputs={"source": original}),
-    )
-    side = {
-        **side,
-        "converted_pickles": conv.sources,
-        "flags": [f for f in ins.flags if f != "pickle-weights"],
-    }
-    side.pop("pickle_weights", None)
-    return store.commit(manifest, side, name=ref)

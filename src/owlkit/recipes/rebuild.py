@@ -7,9 +7,10 @@ count, deterministic-algorithm setting, and for a tune the logged step count). A
 1. refuses an artifact without a recipe (imported, not derived), a recipe from a newer owlkit (its
    schema), and a recipe it does not know; names inputs missing from the store with where they came
    from; re-hashes the inputs' files (a changed input is named, file by file) and the artifact's own;
-2. runs the recipe again in a fresh child process (``python -m owlkit.rebuild``) pinned to the recorded
-   thread count, in a fresh work directory, with the output captured instead of stored
-   (:func:`owlkit.recipes.capture_outputs`);
+2. runs the recipe again (``recipes/registry.py``) in a fresh child process
+   (``python -m owlkit.recipes.rebuild``) pinned to the recorded thread count, in a fresh work
+   directory, with the output captured instead of stored (``capture`` of
+   :func:`owlkit.recipes.store_output`);
 3. compares the rebuilt files with the stored ones by sha256 and, for the first weights file that
    differs, names the first differing tensor and its max abs difference; compares the step count;
 4. lists the environment facts that differ from the recorded run. When some do, a difference is
@@ -18,94 +19,54 @@ count, deterministic-algorithm setting, and for a tune the logged step count). A
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from owlkit.errors import Corrupt, NotFound, OwlError, Refused
+from owlkit.recipes import read_captured, store_captured
 from owlkit.store.manifest import RECIPE_SCHEMA, Manifest, Recipe
+from owlkit.store.names import default_name
 
 if TYPE_CHECKING:
     from owlkit.store.store import Record, Store
 
 IDENTICAL, DIFFERENT_ENV, DIFFERENT = "identical", "different (environment differs)", "different"
 EXIT_CODES = {IDENTICAL: 0, DIFFERENT_ENV: 10, DIFFERENT: 11}
-WEIGHT_SUFFIXES = (".safetensors", ".gguf")
-
-
-def _tune(store: Store, r: Recipe) -> None:
-    from owlkit.adapt.train import TuneParams
-    from owlkit.recipes.tune import tune
-
-    tune(store, r.inputs["base"], r.inputs["data"], TuneParams(**r.params))
-
-
-def _merge(store: Store, r: Recipe) -> None:
-    from owlkit.recipes.merge import MergeParams, merge
-
-    merge(store, r.inputs["base"], r.inputs["adapter"], MergeParams(**r.params))
-
-
-def _convert(store: Store, r: Recipe) -> None:
-    from owlkit.recipes.convert import ConvertParams, convert
-
-    convert(store, r.inputs["source"], ConvertParams(**r.params))
-
-
-def _quantize(store: Store, r: Recipe) -> None:
-    from owlkit.recipes.quantize import EvalSettings, QuantizeParams, quantize
-
-    p = QuantizeParams(**r.params)  # the drift measurement is a report, not part of the artifact
-    quantize(store, r.inputs["source"], [p.to], from_dequantized=p.from_dequantized,
-             evaluation=EvalSettings(enabled=False))  # fmt: skip
-
-
-def _demo_data(store: Store, r: Recipe) -> None:
-    from owlkit.recipes.demo_data import DemoDataParams, demo_data
-
-    demo_data(store, DemoDataParams(**r.params))
-
-
-def _merge_adapters(store: Store, r: Recipe) -> None:
-    from owlkit.recipes.merge_adapters import MergeAdaptersParams, merge_adapters
-
-    adapters = [r.inputs[k] for k in sorted(r.inputs, key=_adapter_order) if k.startswith("adapter")]
-    merge_adapters(store, adapters, MergeAdaptersParams(**r.params))
-
-
-def _adapter_order(role: str) -> int:
-    digits = role.removeprefix("adapter")
-    return int(digits) if digits.isdigit() else 0
-
-
-RECIPES: dict[str, Callable[[Store, Recipe], None]] = {
-    "tune": _tune,
-    "merge": _merge,
-    "convert": _convert,
-    "quantize": _quantize,
-    "demo-data": _demo_data,
-    "merge-adapters": _merge_adapters,
-}
 
 
 @dataclass
-class Report:
+class FirstDifference:
+    """The first file that did not reproduce (``status``: differs, missing or extra) and, for a weights
+    file, its first differing tensor with the max abs difference (None otherwise)."""
+
+    file: str
+    status: str
+    tensor: str | None = None
+    max_abs: float | None = None
+    note: str | None = None
+
+
+@dataclass
+class RebuildReport:
+    """What a rebuild found. ``files``: path -> same | differs | missing | extra; ``stored_problems``:
+    the artifact's own files failing their hash; ``environment``: recorded vs now, one line per fact
+    that differs; ``steps``: a tune's recorded and rebuilt step counts; ``kept``: the digest of the
+    rebuilt artifact when ``--keep`` stored it."""
+
     ref: str
     digest: str
     recipe: str
     verdict: str = IDENTICAL
-    files: dict[str, str] = field(default_factory=dict)  # path -> "same" | "differs" | "missing" | "extra"
-    first_difference: dict[str, Any] | None = None  # file, and tensor + max_abs for weights
-    stored_problems: list[str] = field(default_factory=list)  # the artifact's own files failing their hash
-    environment: list[str] = field(default_factory=list)  # recorded vs now, one line per fact
+    files: dict[str, str] = field(default_factory=dict)
+    first_difference: FirstDifference | None = None
+    stored_problems: list[str] = field(default_factory=list)
+    environment: list[str] = field(default_factory=list)
     steps: dict[str, int | None] | None = None
     rebuilt_digest: str | None = None
     kept: str | None = None
@@ -114,9 +75,11 @@ class Report:
     def exit_code(self) -> int:
         return EXIT_CODES[self.verdict]
 
-    def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
+    @property
+    def identical(self) -> bool:
+        return self.verdict == IDENTICAL
 
+    def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "exit_code": self.exit_code}
 
 
@@ -138,6 +101,8 @@ def check_rebuildable(store: Store, rec: Record, hashed: dict[str, str | None] |
             f"{rec.name}'s recipe has schema {recipe.schema}, written by owlkit {made_by}; this owlkit reads "
             f"schema {RECIPE_SCHEMA} and older: upgrade owlkit to rebuild it"
         )
+    from owlkit.recipes.registry import RECIPES
+
     if recipe.name not in RECIPES:
         raise Refused(
             f"{rec.name} was made by recipe {recipe.name!r}, which owl rebuild cannot re-run "
@@ -170,20 +135,19 @@ def recorded_threads(rec: Record) -> int | None:
     return int(value) if isinstance(value, int) and value > 0 else None
 
 
-def rebuild(store: Store, ref: str, *, keep: bool = False, threads: int | None = None) -> Report:
+def rebuild(store: Store, ref: str, *, keep: bool = False, threads: int | None = None) -> RebuildReport:
     """Re-derive ``ref`` in a child process and compare; see the module docstring."""
     rec = store.find(ref)
     hashed: dict[str, str | None] = {}  # sha256 -> None, or why the stored blob fails its hash
     recipe = check_rebuildable(store, rec, hashed)
-    report = Report(rec.name, rec.digest, recipe.name)
+    report = RebuildReport(rec.name, rec.digest, recipe.name)
     report.stored_problems = store.verify(rec.digest, hashed)
     corrupt = {f.path for f in rec.manifest.files if hashed.get(f.sha256)}
     pinned = threads or recorded_threads(rec)
     work = Path(tempfile.mkdtemp(prefix="owl-rebuild-"))
     try:
-        _run_child(rec, work, pinned)
-        manifest = Manifest.from_json(json.loads((work / "manifest.json").read_text()))
-        side = json.loads((work / "side.json").read_text())
+        _run_child(store, rec, work, pinned)
+        manifest, side = read_captured(work)
         _compare(store, rec, work, manifest, corrupt, report)
         report.environment = environment_differences(rec.side, side, override=threads)
         recorded_steps = (rec.side.get("training") or {}).get("steps")
@@ -197,15 +161,16 @@ def rebuild(store: Store, ref: str, *, keep: bool = False, threads: int | None =
         if not same:
             report.verdict = DIFFERENT_ENV if report.environment else DIFFERENT
         if keep and report.rebuilt_digest != rec.digest:
-            report.kept = _keep(store, rec, work, manifest, side)
+            name = default_name(f"{rec.name.split(':')[0]}-rebuild")
+            report.kept = store_captured(store, work, name=name, side={"rebuild_of": rec.digest})
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return report
 
 
-def _run_child(rec: Record, work: Path, threads: int | None) -> None:
-    cmd = [sys.executable, "-m", "owlkit.rebuild", rec.digest, str(work)]
-    env = dict(os.environ)
+def _run_child(store: Store, rec: Record, work: Path, threads: int | None) -> None:
+    cmd = [sys.executable, "-m", "owlkit.recipes.rebuild", rec.digest, str(work), "--home", str(store.home)]
+    env = dict(os.environ)  # the child's own copy: this process's environment stays as it is
     if threads:
         cmd += ["--threads", str(threads)]
         env["OMP_NUM_THREADS"] = str(threads)  # before torch starts its thread pool
@@ -217,7 +182,7 @@ def _run_child(rec: Record, work: Path, threads: int | None) -> None:
 
 
 def _compare(
-    store: Store, rec: Record, work: Path, manifest: Manifest, bad: set[str], report: Report
+    store: Store, rec: Record, work: Path, manifest: Manifest, bad: set[str], report: RebuildReport
 ) -> None:
     """Fill ``report.files`` and ``first_difference``; ``bad`` are stored files failing their hash."""
     stored = {f.path: f.sha256 for f in rec.manifest.files}
@@ -232,21 +197,23 @@ def _compare(
     first = next((p for p, v in report.files.items() if v != "same"), None)
     if first is None:
         return
-    report.first_difference = {"file": first, "status": report.files[first]}
-    if report.files[first] == "differs" and first.endswith(WEIGHT_SUFFIXES):
-        from owlkit.diff import first_tensor_difference
+    from owlkit.formats.tensor_diff import WEIGHT_FORMATS, first_tensor_difference
 
+    report.first_difference = found = FirstDifference(first, report.files[first])
+    if found.status == "differs" and Path(first).suffix in WEIGHT_FORMATS:
         stored_file = store.blobs.path(stored[first])
         diff = first_tensor_difference(stored_file, work / "files" / first)
         if diff is not None:
-            report.first_difference.update(tensor=diff.name, max_abs=diff.max_abs, note=diff.note)
+            found.tensor, found.max_abs, found.note = diff.name, diff.max_abs, diff.note
 
 
 def environment_differences(
     recorded: dict[str, Any], now: dict[str, Any], *, override: int | None
 ) -> list[str]:
     """The facts bit-identity depends on that differ between the recorded run and the rebuild."""
-    a, b = recorded.get("environment") or {}, now.get("environment") or {}
+    if not recorded.get("environment"):  # made before owlkit recorded it (a convert-pickle import, say)
+        return ["environment: not recorded when it was made"]
+    a, b = recorded["environment"], now.get("environment") or {}
     out = []
     libs_a, libs_b = a.get("libraries") or {}, b.get("libraries") or {}
     for lib in sorted(set(libs_a) | set(libs_b)):
@@ -263,41 +230,30 @@ def environment_differences(
     return out
 
 
-def _keep(store: Store, rec: Record, work: Path, manifest: Manifest, side: dict[str, Any]) -> str:
-    """Store the rebuilt artifact next to the original (named NAME-rebuild)."""
-    from owlkit.store.names import default_name
-
-    with store.session() as s:
-        for f in manifest.files:
-            s.put_file(work / "files" / f.path)
-        return store.commit(
-            manifest,
-            {**side, "rebuild_of": rec.digest},
-            name=default_name(f"{rec.name.split(':')[0]}-rebuild"),
-        )
-
-
 def _child(argv: list[str] | None = None) -> None:
     """The fresh process: re-run the recipe of DIGEST with its output captured under WORK."""
-    ap = argparse.ArgumentParser(prog="python -m owlkit.rebuild")
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m owlkit.recipes.rebuild")
     ap.add_argument("digest")
     ap.add_argument("work", type=Path)
+    ap.add_argument("--home", type=Path, required=True)
     ap.add_argument("--threads", type=int)
     args = ap.parse_args(argv)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    from owlkit.recipes import capture_outputs
-    from owlkit.store import open_store
+    from owlkit.recipes.registry import rerun
+    from owlkit.store.store import Store
 
-    store = open_store(write=True)
-    rec = store.get(args.digest)
+    store = Store(args.home, write=True)
     try:
-        with capture_outputs(args.work):
-            RECIPES[rec.manifest.recipe.name](store, rec.manifest.recipe)
+        rerun(store, store.get(args.digest).manifest.recipe, capture=args.work)
     except OwlError as e:
         sys.exit(f"error: {e}")
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":
