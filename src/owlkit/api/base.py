@@ -5,17 +5,31 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from owlkit.api.results import Artifact
+from owlkit.errors import UsageError
 from owlkit.store.store import Record, Store, default_home
 
-Ref = str | Artifact
-"""A name, ``name:tag``, digest or digest prefix, or an `Artifact` the API returned."""
+@runtime_checkable
+class HasDigest(Protocol):
+    """Anything the API returned that names one stored artifact: `Artifact`, `Stored`, `TuneResult` …"""
+
+    @property
+    def digest(self) -> str: ...
+
+
+Ref = str | HasDigest
+"""A name, ``name:tag``, digest or digest prefix, or a result naming a stored artifact."""
 
 
 def ref_str(ref: Ref) -> str:
-    return ref.digest if isinstance(ref, Artifact) else ref
+    if isinstance(ref, str):
+        return ref
+    digest = getattr(ref, "digest", None)
+    if not isinstance(digest, str):
+        raise UsageError(f"{type(ref).__name__} names no stored artifact: pass a name, a digest or an Artifact")
+    return digest
 
 
 def artifact(rec: Record) -> Artifact:

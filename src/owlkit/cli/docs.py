@@ -63,7 +63,9 @@ def usage(command: str) -> str:
 def render(text: str) -> str:
     """A page with every usage block rewritten from the CLI, and the API method list from `Owl`."""
     text = BLOCK.sub(lambda m: f"{m.group(1)}```text\n{usage(m.group(2))}```\n{m.group(4)}", text)
-    text = EXAMPLE.sub(lambda m: f"{m.group(1)}```python\n{(REPO / m.group(2)).read_text()}```\n{m.group(4)}", text)
+    text = EXAMPLE.sub(
+        lambda m: f"{m.group(1)}```python\n{(REPO / m.group(2)).read_text()}```\n{m.group(4)}", text
+    )
     return API_BLOCK.sub(lambda m: f"{m.group(1)}{api_methods()}{m.group(3)}", text)
 
 

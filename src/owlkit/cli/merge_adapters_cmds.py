@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from owlkit.cli.merge_cmds import print_stored
-from owlkit.cli.render import progress_bars
+from owlkit.cli.render import print_stored, progress_bars
 from owlkit.cli.state import owl
 from owlkit.errors import UsageError
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from owlkit.cli.render import console, err_console, print_json, progress_bars
+from owlkit.cli.render import print_stored, progress_bars
 from owlkit.cli.state import owl
-
-if TYPE_CHECKING:
-    from owlkit.api import Stored
 
 
 def register(app: typer.Typer) -> None:
@@ -40,16 +37,3 @@ def merge_cmd(
     with progress_bars(enabled=not as_json) as progress:
         res = owl().merge(base, adapter, dtype=dtype, name=name, progress=progress)
     print_stored(res, f"merged {adapter} into {base}", started, as_json=as_json)
-
-
-def print_stored(res: Stored, done: str, started: float, *, as_json: bool) -> None:
-    """How a command that stored one artifact ends: JSON for scripts, else its warnings and one line
-    ``DONE -> NAME DIGEST in Ns``."""
-    if as_json:
-        print_json(res.to_dict())
-        return
-    for w in res.warnings:
-        err_console.print(f"[yellow]warning:[/yellow] {w}")
-    console.print(
-        f"{done} -> [bold]{res.name}[/bold] {res.digest[:19]} in {time.perf_counter() - started:.1f}s"
-    )

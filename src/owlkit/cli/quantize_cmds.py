@@ -3,8 +3,7 @@ their drift from the source measured and stored."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -14,7 +13,7 @@ from owlkit.cli.render import console, err_console, print_json, progress_bars
 from owlkit.cli.state import owl
 
 if TYPE_CHECKING:
-    from owlkit.api import DriftRow, Progress
+    from owlkit.api import DriftRow
 
 
 def register(app: typer.Typer) -> None:
@@ -59,7 +58,7 @@ def quantize_cmd(
 
     Example: owl quantize demo-merged --to gguf-q8_0 --to gguf-q4_0 --eval-tokens 2048
     """
-    with _progress(enabled=not as_json) as progress:
+    with progress_bars(enabled=not as_json) as progress:
         report = owl().quantize(
             ref,
             to,
@@ -80,23 +79,6 @@ def quantize_cmd(
             err_console.print(f"[yellow]note:[/yellow] {note}")
     if report.has_figures:
         console.print(drift_table(report.rows))
-
-
-@contextmanager
-def _progress(*, enabled: bool) -> Iterator[Progress | None]:
-    """The bars, with the recipe's status lines ("writing X", "scoring ...") printed dim above them."""
-    with progress_bars(enabled=enabled) as bars:
-        if bars is None:
-            yield None
-            return
-
-        def on_event(ev: Any) -> None:
-            if "message" in ev.info:
-                err_console.print(f"[dim]{ev.info['message']}[/dim]")
-            else:
-                bars(ev)
-
-        yield on_event
 
 
 def drift_table(rows: Sequence[DriftRow | tuple[str, dict[str, Any], dict[str, Any] | None]]) -> Any:

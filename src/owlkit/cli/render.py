@@ -50,66 +50,13 @@ def print_json(obj: Any) -> None:
 
 
 @contextmanager
-def byte_progress(description: str, total: int, *, enabled: bool = True) -> Iterator[Any]:
-    """A progress bar over bytes with rate and ETA; yields the ``advance(nbytes)`` callback."""
-    if not enabled or total < 16 * 1024 * 1024:  # small jobs finish before a bar is useful
-        yield None
-        return
-    from rich.progress import DownloadColumn, TransferSpeedColumn
-
-    with _bar(description, total, DownloadColumn(), TransferSpeedColumn()) as advance:
-        yield advance
-
-
-@contextmanager
-def count_progress(description: str, total: int, *, enabled: bool = True) -> Iterator[Any]:
-    """A progress bar over ``total`` steps with ETA; yields the ``advance(n)`` callback."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import MofNCompleteColumn
-
-    with _bar(description, total, MofNCompleteColumn()) as advance:
-        yield advance
-
-
-@contextmanager
-def _bar(description: str, total: int, *columns: Any) -> Iterator[Any]:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        *columns,
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
-
-
-def print_stored(store: Any, digest: str, done: str, started: float, *, as_json: bool) -> None:
-    """How a command that stored one artifact ends: JSON for scripts, else its warnings and one line
-    ``DONE -> NAME DIGEST in Ns``."""
-    import time
-
-    rec = store.get(digest)
-    warnings = rec.side.get("warnings") or []
-    if as_json:
-        print_json({"digest": digest, "names": rec.tags, "warnings": warnings})
-        return
-    for w in warnings:
-        err_console.print(f"[yellow]warning:[/yellow] {w}")
-    console.print(f"{done} -> [bold]{rec.name}[/bold] {digest[:19]} in {time.perf_counter() - started:.1f}s")
-
-
-@contextmanager
 def progress_bars(*, enabled: bool = True) -> Iterator[Any]:
     """A Rich renderer for the API's progress events: one bar per stage, bytes with rate, training steps
-    with loss and tokens/s, everything with an ETA. Yields the callback (None when disabled); stages of
-    under 16 MB are not drawn (they finish before a bar helps)."""
-    if not enabled:
+    with loss and tokens/s, everything with an ETA; an event carrying ``info["message"]`` (a recipe's
+    status line: "writing X", "scoring …") is printed dim above the bars. Yields the callback (None when
+    disabled). Stages of under 16 MB are not drawn (they finish before a bar helps), nor is anything when
+    stderr is not a terminal (logs get the result lines, not bar frames)."""
+    if not enabled or not err_console.is_terminal:
         yield None
         return
     from rich.progress import (
@@ -129,7 +76,11 @@ def progress_bars(*, enabled: bool = True) -> Iterator[Any]:
 
         def __init__(self) -> None:
             super().__init__()
-            self._bytes, self._speed, self._count = DownloadColumn(), TransferSpeedColumn(), MofNCompleteColumn()
+            self._bytes, self._speed, self._count = (
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                MofNCompleteColumn(),
+            )
 
         def render(self, task: Any) -> Text:
             if task.fields.get("unit") == "bytes":
@@ -148,12 +99,32 @@ def progress_bars(*, enabled: bool = True) -> Iterator[Any]:
         tasks: dict[str, Any] = {}
 
         def on_event(ev: Any) -> None:
+            if "message" in ev.info:
+                bar.console.print(f"[dim]{ev.info['message']}[/dim]")
+                return
             if ev.unit == "bytes" and ev.total is not None and ev.total < 16 * 1024 * 1024:
                 return
             if ev.stage not in tasks:
                 tasks[ev.stage] = bar.add_task(ev.stage, total=ev.total, unit=ev.unit, note="")
             info = ev.info
-            note = f"loss {info['loss']:.4f}  {info.get('tokens_per_s', 0):.0f} tok/s" if "loss" in info else ""
+            note = (
+                f"loss {info['loss']:.4f}  {info.get('tokens_per_s', 0):.0f} tok/s" if "loss" in info else ""
+            )
             bar.update(tasks[ev.stage], completed=ev.done, total=ev.total, note=note)
 
         yield on_event
+
+
+def print_stored(res: Any, done: str, started: float, *, as_json: bool) -> None:
+    """How a command that stored one artifact ends (``res`` an API `Stored`): JSON for scripts, else its
+    warnings and one line ``DONE -> NAME DIGEST in Ns``."""
+    import time
+
+    if as_json:
+        print_json(res.to_dict())
+        return
+    for w in res.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {w}")
+    console.print(
+        f"{done} -> [bold]{res.name}[/bold] {res.digest[:19]} in {time.perf_counter() - started:.1f}s"
+    )
