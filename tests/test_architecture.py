@@ -22,7 +22,8 @@ LOWER_LAYERS = {
     "terms": {"errors", "formats", "store"},
     "runtime": {"errors", "formats"},
     "adapt": {"errors", "formats", "runtime"},
-    "quantize": {"errors", "formats", "runtime", "adapt"},
+    "metrics": {"errors", "formats", "runtime"},
+    "quantize": {"errors", "formats", "runtime", "adapt", "metrics"},
 }
 
 

@@ -33,8 +33,8 @@ GREEDY = (
 def smol(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A store with the SmolLM2 GGUF, its converted HF folder (smollm2-hf) and a PEFT LoRA on that
     folder whose B matrices are noise (so it changes the output)."""
-    from owlkit.recipes.importer import import_path
     from owlkit.recipes.convert import ConvertParams, convert
+    from owlkit.recipes.importer import import_path
     from owlkit.store import open_store
 
     gguf = need(SMOLLM_GGUF)
@@ -215,8 +215,8 @@ def test_non_gguf_base_is_refused_naming_the_torch_backend(smol: Any) -> None:
 def test_lora_adapter_switched_per_request(
     smol: Any, backend: Any, tmp_path: Path, tiny_llama: Path, tiny_adapter: Path
 ) -> None:
-    from owlkit.recipes.importer import import_path
     from owlkit.quantize.gguf_lora import export_gguf_lora
+    from owlkit.recipes.importer import import_path
     from owlkit.recipes.quantize import quantize
     from owlkit.runtime.llamacpp import open_gguf
 

@@ -4,6 +4,7 @@ The layer between the store-bound domain code (recipes, backends) and the front 
 demo): every front end calls this, and it returns typed results (`owlkit.api.results`).
 """
 
+from owlkit.api.eval_api import EvalResult
 from owlkit.api.model_api import Conversation, Serving
 from owlkit.api.model_results import ChatResult, Loaded, RunResult, ServedModel, TextDelta, Timings, Usage
 from owlkit.api.owl import Owl
@@ -22,6 +23,7 @@ __all__ = [
     "DiffReport",
     "DriftReport",
     "DriftRow",
+    "EvalResult",
     "GcResult",
     "Imported",
     "Loaded",

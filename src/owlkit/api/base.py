@@ -11,6 +11,7 @@ from owlkit.api.results import Artifact
 from owlkit.errors import UsageError
 from owlkit.store.store import Record, Store, default_home
 
+
 @runtime_checkable
 class HasDigest(Protocol):
     """Anything the API returned that names one stored artifact: `Artifact`, `Stored`, `TuneResult` …"""
@@ -28,8 +29,19 @@ def ref_str(ref: Ref) -> str:
         return ref
     digest = getattr(ref, "digest", None)
     if not isinstance(digest, str):
-        raise UsageError(f"{type(ref).__name__} names no stored artifact: pass a name, a digest or an Artifact")
+        raise UsageError(
+            f"{type(ref).__name__} names no stored artifact: pass a name, a digest or an Artifact"
+        )
     return digest
+
+
+Input = Ref | Path
+"""A stored artifact (as `Ref`), or a file or folder to import first."""
+
+
+def input_str(ref: Input) -> str:
+    """What the recipes' resolve-or-import takes: a ref, or a path as a string."""
+    return str(ref) if isinstance(ref, Path) else ref_str(ref)
 
 
 def artifact(rec: Record) -> Artifact:

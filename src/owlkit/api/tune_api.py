@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from owlkit.api.base import ApiBase, Ref, ref_str
+from owlkit.api.base import ApiBase, Input, input_str
 from owlkit.api.progress import Progress, ProgressEvent, counter
 from owlkit.api.results import Stored
 from owlkit.api.tune_results import DemoDataResult, DriftReport, QuantizedVariant, TuneResult
@@ -22,13 +22,6 @@ from owlkit.errors import UsageError
 
 if TYPE_CHECKING:
     from owlkit.recipes.quantize import Bar
-
-Input = Ref | Path
-"""A stored artifact (as `Ref`), or a file or folder to import first."""
-
-
-def _input(ref: Input) -> str:
-    return str(ref) if isinstance(ref, Path) else ref_str(ref)
 
 
 class TuneApi(ApiBase):
@@ -112,8 +105,8 @@ class TuneApi(ApiBase):
         with self._store(write=True) as store:
             digest = tune(
                 store,
-                _input(base),
-                _input(data),
+                input_str(base),
+                input_str(data),
                 params,
                 name=name,
                 resume=resume,
@@ -139,7 +132,7 @@ class TuneApi(ApiBase):
         from owlkit.recipes.merge import MergeParams, merge
 
         params = MergeParams(dtype=dtype)
-        a, b = _input(adapter), _input(base)
+        a, b = input_str(adapter), input_str(base)
         with self._store(write=True) as store, _one_step(progress, f"merging {a} into {b} ({dtype})"):
             return self._stored(store, merge(store, b, a, params, name=name))
 
@@ -169,7 +162,7 @@ class TuneApi(ApiBase):
             raise UsageError(
                 f"{len(params.weights)} weights for {len(adapters)} adapters: give one weight per adapter"
             )
-        refs = [_input(a) for a in adapters]
+        refs = [input_str(a) for a in adapters]
         with (
             self._store(write=True) as store,
             _one_step(progress, f"combining {len(refs)} adapters ({method})"),
@@ -212,11 +205,11 @@ class TuneApi(ApiBase):
         with self._store(write=True) as store:
             outputs = quantize(
                 store,
-                _input(ref),
+                input_str(ref),
                 targets,
                 from_dequantized=from_dequantized,
                 evaluation=evaluation,
-                names={targets[0]: name} if name else None,
+                names={t: name for t in targets[:1]} if name else None,  # no target: the recipe says so
                 bar=_bars(progress),
                 say=_messages(progress),
             )

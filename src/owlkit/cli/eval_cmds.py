@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from owlkit.cli.render import console, err_console, print_json
+from owlkit.cli.render import console, err_console, print_json, progress_bars
+from owlkit.cli.state import owl
 
 
 def register(app: typer.Typer) -> None:
@@ -39,62 +40,31 @@ def eval_cmd(
 
     Example: owl eval demo-adapter demo-data
     """
-    from owlkit.adapt.data import load_examples
-    from owlkit.errors import Refused, UsageError
-    from owlkit.evaluate import exact_match
-    from owlkit.inference import load_for_inference
-    from owlkit.recipes.tune import TRAINABLE_DATA, resolve_input
-    from owlkit.store import open_store
-
-    if template not in (None, "alpaca", "chat"):
-        raise UsageError(f"--template {template!r}: use alpaca or chat")
-    store = open_store(write=True)  # checkouts are written into the store
-    rec = store.find(ref)
-    dataset = resolve_input(store, data, "dataset")
-    fmt = dataset.manifest.facts.get("data_format")
-    if fmt not in TRAINABLE_DATA:
-        raise Refused(
-            f"{dataset.name} is {fmt or 'an unknown'} data; owl eval reads {', '.join(TRAINABLE_DATA)} rows"
-        )
-    convs, _ = load_examples(store.checkout(dataset.digest), fmt, split=split)
-    convs = convs[:limit] if limit else convs
-    if template is None:  # as the adapter was trained: its recipe names the template, None meaning chat
-        recipe = rec.manifest.recipe
-        trained = recipe.params.get("template") if recipe is not None and recipe.name == "tune" else None
-        template = "alpaca" if trained == "alpaca" else "chat"
-    with console.status(f"loading {rec.name}…"):
-        model, tok, warnings = load_for_inference(store, rec, base=store.find(base) if base else None)
-    for w in warnings:
-        err_console.print(f"[yellow]warning:[/yellow] {w}")
-    chat_template = tok.chat_template if template == "chat" else None
-    if template == "chat" and not chat_template:
-        template, chat_template = "alpaca", None
-        err_console.print(
-            f"[yellow]note:[/yellow] {rec.name} has no chat template; prompts use the Alpaca wording"
-        )
-    with console.status(f"generating {len(convs)} answers…") as status:
-        result = exact_match(
-            model,
-            tok,
-            convs,
-            template=chat_template,
+    with progress_bars(enabled=not as_json) as progress:
+        res = owl().eval(
+            ref,
+            data,
+            split=split,
+            template=template,
+            limit=limit,
             batch_size=batch_size,
             max_tokens=max_tokens,
-            progress=lambda done: status.update(f"generated {done}/{len(convs)} answers…"),
+            base=base,
+            progress=progress,
         )
     if as_json:
-        print_json(
-            {
-                "model": rec.name,
-                "data": dataset.name,
-                "split": split,
-                "template": template,
-                **result.as_dict(),
-            }
-        )
+        print_json(res.to_dict())
         return
-    for miss in result.mismatches:
+    for w in res.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {w}")
+    for note in res.notes:
+        err_console.print(f"[yellow]note:[/yellow] {note}")
+    for miss in res.mismatches:
         err_console.print(
-            f"[dim]miss: {miss['prompt'][-60:]!r} expected {miss['expected']!r} got {miss['got']!r}[/dim]"
+            f"[dim]miss: {miss.prompt[-60:]!r} expected {miss.expected!r} got {miss.got!r}[/dim]"
         )
-    console.print(f"{rec.name} on {dataset.name} ({split}): {result.summary()} in {result.seconds:.1f}s")
+    low, high = res.ci95
+    console.print(
+        f"{res.model} on {res.data} ({res.split}): exact match {res.correct}/{res.n} = "
+        f"{res.exact_match:.1%} (95% CI {low:.1%} to {high:.1%}) in {res.seconds:.1f}s"
+    )

@@ -100,9 +100,11 @@ def _hash_range(h: Any, fd: int, start: int, n: int) -> None:
     """Feed bytes [start, start + n) of ``fd`` to ``h`` through a read-only mapping (pre-faulted)."""
     base = start - start % mmap.ALLOCATIONGRANULARITY  # copy_file_range may stop short of a whole chunk
     flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-    with mmap.mmap(fd, start + n - base, flags=flags, prot=mmap.PROT_READ, offset=base) as mm:
-        with memoryview(mm) as view:
-            h.update(view[start - base :])
+    with (
+        mmap.mmap(fd, start + n - base, flags=flags, prot=mmap.PROT_READ, offset=base) as mm,
+        memoryview(mm) as view,
+    ):
+        h.update(view[start - base :])
 
 
 def _copy_by_reading(fin: Any, fout: Any, progress: Callable[[int], None] | None) -> tuple[str, int]:
