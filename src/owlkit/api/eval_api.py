@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from owlkit.api.base import ApiBase, Ref, input_str
+from owlkit.api.base import ApiBase, Input, Ref, input_str
 from owlkit.api.progress import Progress, counter
 from owlkit.api.results import Result
 from owlkit.metrics.exact import Mismatch
