@@ -145,6 +145,40 @@ def test_lower_layers_import_only_what_is_below_them() -> None:
     assert wrong == set()
 
 
+# The whole stack, bottom up (docs/architecture.md draws it): a package imports only packages on lower
+# rows (LOWER_LAYERS narrows the bottom ones further). `serve` is the OpenAI HTTP app over the backends,
+# which `Owl.serve` runs; `owl serve` (cli) and the demo are its front ends.
+LAYERS = [
+    {"errors", "offline", "version"},
+    {"formats"},
+    {"store"},
+    {"terms"},
+    {"runtime"},
+    {"metrics"},
+    {"adapt"},
+    {"quantize"},
+    {"recipes"},
+    {"backends"},
+    {"evaluate", "serve"},
+    {"api"},
+    {"cli", "demo"},
+]
+
+
+def test_every_package_has_a_layer_and_imports_only_below_it() -> None:
+    row = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}
+    packages = {package(m) for m in modules()} - {"owlkit"}
+    assert packages <= set(row), f"packages with no layer: {sorted(packages - set(row))} (add them to LAYERS)"
+    wrong = sorted(
+        f"{pkg} -> {target}"
+        for pkg, targets in package_graph().items()
+        if pkg != "owlkit"
+        for target in targets - {"owlkit", pkg}
+        if row[target] >= row[pkg]
+    )
+    assert wrong == []
+
+
 def test_no_package_imports_itself_through_others() -> None:
     graph = package_graph()
     assert cycles(sorted({package(m) for m in modules()}), graph) == []

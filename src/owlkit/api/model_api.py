@@ -217,13 +217,12 @@ class ModelApi(ApiBase):
 
         bases = [refs] if isinstance(refs, str | Artifact) else list(refs)
         specs = [_adapter_spec(a) for a in adapters]
-        options = {"threads": threads} if threads else {}
         stack = ExitStack()
         try:
             store = stack.enter_context(self._store(write=True))  # checkouts are written into the store
             server = Server.open(
                 store, [ref_str(r) for r in bases], specs, api_key=api_key, use=use, backend=backend,
-                max_batch=max_batch, max_queue=max_queue, allow_adapter_paths=allow_adapter_paths, **options,
+                max_batch=max_batch, max_queue=max_queue, allow_adapter_paths=allow_adapter_paths, threads=threads,
             )  # fmt: skip
             stack.callback(server.close)
             sock = bind_socket(host, port)

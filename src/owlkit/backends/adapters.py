@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from owlkit.backends.base import AdapterFiles, Backend, adapter_chat_template
-from owlkit.errors import InvalidFile, NotFound, Refused, with_article
+from owlkit.errors import InvalidFile, Refused, with_article
+from owlkit.recipes.loading import peft_adapter
 from owlkit.store.lineage import check_adapter_applies
 
 if TYPE_CHECKING:
@@ -36,28 +37,6 @@ def applies(store: Store, rec: Record, base: Record) -> list[str]:
     """Refuse ``rec`` unless it is an adapter of ``base``'s base identity; the warnings (quantization
     differs). A stored GGUF LoRA is judged by the PEFT adapter it was exported from."""
     return check_adapter_applies(store, peft_adapter(store, rec), base)
-
-
-def peft_adapter(store: Store, rec: Record) -> Record:
-    """The PEFT adapter ``rec`` is: itself, or the one a stored GGUF LoRA was exported from (which
-    carries the lineage to its base)."""
-    m = rec.manifest
-    if m.kind != "adapter":
-        raise Refused(f"{rec.name} is {with_article(m.kind)}, not an adapter")
-    if m.format == "peft":
-        return rec
-    if m.format != "gguf":
-        raise Refused(
-            f"{rec.name} is {with_article(m.format)} adapter; owlkit runs PEFT and GGUF LoRA adapters"
-        )
-    sources = [p.digest for p in rec.manifest.parents if p.relation == "quantized_from"]
-    try:
-        return store.get(sources[0])
-    except (IndexError, NotFound):
-        raise Refused(
-            f"{rec.name}: the PEFT adapter it was exported from is not in the store, so its base "
-            "cannot be checked; import that adapter and serve it instead"
-        ) from None
 
 
 @contextmanager

@@ -1,50 +1,16 @@
-"""Loading a stored artifact for inference, the one store-bound entry point: `load_for_inference` gives
-the model object (an HF folder, a GGUF dequantized by transformers, or a PEFT adapter on the base it was
-trained on, checked by base identity first) and `open_for` a backend serving it (`owl run`, `owl chat`).
-Paths in, model out is `owlkit.runtime.load.load_causal_lm` (the engine) underneath both."""
+"""`open_for`: a backend serving a stored model or adapter (`owl run`, `owl chat`). The model object
+itself comes from the one loading entry point, `owlkit.recipes.loading.load_for_inference`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from owlkit.backends.adapters import applies, attach, peft_adapter
+from owlkit.backends.adapters import applies, attach
 from owlkit.backends.base import Backend, open_backend
 from owlkit.errors import NotFound, Refused, with_article
-from owlkit.store.lineage import adapter_base, check_adapter_applies
+from owlkit.recipes.loading import peft_adapter
+from owlkit.store.lineage import adapter_base
 from owlkit.store.store import Record, Store
-
-
-def load_for_inference(
-    store: Store, rec: Record, *, base: Record | None = None
-) -> tuple[Any, Any, list[str]]:
-    """(model, tokenizer, warnings). ``base`` picks another model of the same base identity for an adapter."""
-    from owlkit.runtime.load import load_causal_lm
-
-    warnings: list[str] = []
-    if rec.manifest.kind == "adapter":
-        target = base or adapter_base(store, peft_adapter(store, rec))
-        if target is None:
-            raise NotFound(
-                f"{rec.name}: its base {rec.side.get('base_ref')!r} is not in the store: import it first"
-            )
-        warnings += check_adapter_applies(store, rec, target)
-        model, tok, more = load_for_inference(store, target)
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(store.checkout(rec.digest)), is_trainable=False)
-        model.eval()
-        return model, tok, warnings + more
-    fmt = rec.manifest.format
-    folder = store.checkout(rec.digest)
-    if fmt == "gguf":
-        model, tok = load_causal_lm(folder, gguf_file=rec.manifest.files[0].path)
-    elif fmt == "hf":
-        model, tok = load_causal_lm(folder)
-    else:
-        raise Refused(
-            f"{rec.name} is {with_article(rec.manifest.kind)}/{fmt}, which `owl run` cannot load: run a model or adapter"
-        )
-    return model, tok, warnings
 
 
 def open_for(

@@ -108,7 +108,7 @@ class TorchBackend(Backend):
     def __init__(self, store: Store, base: Record, options: BackendOptions) -> None:
         import torch
 
-        from owlkit.backends.loading import load_for_inference
+        from owlkit.recipes.loading import load_for_inference
         from owlkit.runtime.generate import eos_ids
 
         super().__init__(store, base, options)

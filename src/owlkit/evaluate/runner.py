@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from owlkit.adapt.data import load_examples
-from owlkit.backends.loading import load_for_inference
+from owlkit.recipes.loading import load_for_inference
 from owlkit.errors import Refused, UsageError
 from owlkit.evaluate.exact import exact_match
 from owlkit.metrics.exact import ExactMatch
