@@ -23,7 +23,7 @@ adapter = owl.tune(
     targets="all-linear",
     steps=4,
     batch_size=4,
-    seq_len=64,
+    seq_len=256,
     name="stories-lora",
 )
 print(

@@ -11,22 +11,36 @@ from owlkit.api.owl import Owl
 from owlkit.api.progress import Progress, ProgressEvent
 from owlkit.api.recipe_api import DiffReport, RebuildResult
 from owlkit.api.results import Artifact, ArtifactDetail, GcResult, Imported, Removed, Stored, VerifyReport
+from owlkit.api.terms_results import (
+    Attached,
+    Detached,
+    LicenseDetail,
+    LicenseSummary,
+    OpennessReport,
+    UseVerdict,
+    Verdict,
+)
 from owlkit.api.tune_results import DemoDataResult, DriftReport, DriftRow, QuantizedVariant, TuneResult
 from owlkit.offline import quiet_library_logs
 
 __all__ = [
     "Artifact",
     "ArtifactDetail",
+    "Attached",
     "ChatResult",
     "Conversation",
     "DemoDataResult",
+    "Detached",
     "DiffReport",
     "DriftReport",
     "DriftRow",
     "EvalResult",
     "GcResult",
     "Imported",
+    "LicenseDetail",
+    "LicenseSummary",
     "Loaded",
+    "OpennessReport",
     "Owl",
     "Progress",
     "ProgressEvent",
@@ -41,6 +55,8 @@ __all__ = [
     "Timings",
     "TuneResult",
     "Usage",
+    "UseVerdict",
+    "Verdict",
     "VerifyReport",
     "quiet_library_logs",
 ]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from owlkit.cli.render import console, err_console, print_json
-from owlkit.store import open_store
+from owlkit.cli.state import owl
+
+if TYPE_CHECKING:
+    from owlkit.api import OpennessReport
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -28,14 +31,11 @@ def openness_cmd(
 
     Example: owl openness smollm2
     """
-    from owlkit.terms.openness import assess
-
-    store = open_store()
-    report = assess(store, store.find(ref))
+    report = owl().openness(ref)
     if as_json:
-        print_json(report.to_json())
+        print_json(report.to_dict())
         return
-    _render(report.to_json())
+    _render(report)
 
 
 def attach_cmd(
@@ -57,41 +57,26 @@ def attach_cmd(
     Example: owl attach smollm2 --component "Training code" --url https://github.com/org/repo --license MIT
     """
     from owlkit.errors import UsageError
-    from owlkit.terms.openness import attach, check_url, detach, find_component
 
-    comp = find_component(component)  # a bad name fails before the store is opened for writing
     if remove:
         if url or license_:
             raise UsageError("--remove takes no --url or --license")
-    elif url is None:
-        raise UsageError("give --url URL (where the component lives), or --remove")
-    else:
-        check_url(url)
-    store = open_store(write=True)
-    rec = store.find(ref)
-    if remove:
-        gone = detach(store, rec, comp.name)
+        gone = owl().detach(ref, component)
         if as_json:
-            print_json({"digest": rec.digest, "component": comp.name, "removed": gone.to_json()})
+            print_json(gone.to_dict())
         else:
-            console.print(f"removed the {comp.name} attachment from {rec.name}")
+            console.print(f"removed the {gone.component} attachment from {gone.name}")
         return
-    att, replaced, warnings = attach(store, rec, comp.name, url or "", license_)
+    if url is None:
+        raise UsageError("give --url URL (where the component lives), or --remove")
+    att = owl().attach(ref, component, url=url, license=license_)
     if as_json:
-        print_json(
-            {
-                "digest": rec.digest,
-                "component": comp.name,
-                "replaced": replaced,
-                "warnings": warnings,
-                **att.to_json(),
-            }
-        )
+        print_json(att.to_dict())
         return
-    for w in warnings:
+    for w in att.warnings:
         err_console.print(f"[yellow]warning:[/yellow] {w}")
-    verb = "replaced" if replaced else "attached"
-    console.print(f"{verb} {comp.name} to {rec.name} ({att.license}): {att.url}")
+    verb = "replaced" if att.replaced else "attached"
+    console.print(f"{verb} {att.component} to {att.name} ({att.license}): {att.url}")
 
 
 _STATUS_STYLE = {
@@ -104,7 +89,7 @@ _STATUS_STYLE = {
 }
 
 
-def _render(info: dict[str, Any]) -> None:
+def _render(report: OpennessReport) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -112,63 +97,63 @@ def _render(info: dict[str, Any]) -> None:
     for col in ("COMPONENT", "CLASS", "STATUS", "RULE MATCHED", "LICENSE", "OPEN"):
         table.add_column(col)
     unfit = False
-    for c in info["components"]:
-        style = _STATUS_STYLE[c["status"]]
-        status = "present" if c["present"] else ("covered" if c["status"] == "covered" else "missing")
-        if c["present"]:
-            rule = f"{c['matched']}: {c['evidence']}"
-            ok = "yes" if c["license_open"] else ("unlicensed" if c["status"] == "unlicensed" else "no")
-            if c["license_open"] and not c["license_fits"]:
+    for f in report.findings:
+        c = f.component
+        style = _STATUS_STYLE[f.status]
+        status = "present" if f.present else ("covered" if f.status == "covered" else "missing")
+        if f.match is not None:
+            rule = f"{f.match.source}: {f.match.evidence}"
+            ok = "yes" if f.license_open else ("unlicensed" if f.status == "unlicensed" else "no")
+            if f.license_open and not f.license_fits:
                 ok, unfit = "yes*", True
         else:
-            rule = f"by {c['covered_by']}" if c["covered_by"] else "-"
+            rule = f"by {f.covered_by}" if f.covered_by else "-"
             ok = "-"
-        name = c["name"] + ("" if c["required"] else " (optional)")
+        name = c.name + ("" if c.required else " (optional)")
         table.add_row(
             escape(name),
-            c["class"],
+            c.mof_class,
             f"[{style}]{status}[/{style}]",
             escape(rule),
-            escape(c["license"] or "-"),
+            escape(f.license or "-"),
             ok,
         )
     console.print(table)
-    for c in info["components"]:
-        if c["note"]:
-            console.print(f"[yellow]note:[/yellow] {escape(c['name'])}: {escape(c['note'])}")
+    for f in report.findings:
+        if f.note:
+            console.print(f"[yellow]note:[/yellow] {escape(f.component.name)}: {escape(f.note)}")
     if unfit:
         console.print(
             "[dim]* open, but not among MOF's recommended licenses for its content type "
             "(a warning, not a failure)[/dim]"
         )
-    mof = info["mof"]
-    console.print(f"\n[bold]MOF class:[/bold] {mof['class']} ({mof['label']})")
-    for c in mof["classes"]:
+    console.print(f"\n[bold]MOF class:[/bold] {report.mof_class} ({report.mof_label})")
+    for check in report.classes:
         problems = [
             f"{label} {', '.join(names)}"
             for label, names in (
-                ("missing", c["missing"]),
-                ("unlicensed", c["unlicensed"]),
-                ("not open", c["not_open"]),
+                ("missing", check.missing),
+                ("unlicensed", check.unlicensed),
+                ("not open", check.not_open),
             )
             if names
         ]
-        state = "met" if c["met"] else "not met"
+        state = "met" if check.met else "not met"
         console.print(
-            f"  class {c['class']:<3} {state}" + (f": {escape('; '.join(problems))}" if problems else "")
+            f"  class {check.mof_class:<3} {state}" + (f": {escape('; '.join(problems))}" if problems else "")
         )
-    osaid = info["osaid"]
-    colour = "green" if osaid["meets"] else "red"
-    console.print(f"\n[bold]OSAID 1.0:[/bold] [{colour}]{osaid['verdict']}[/{colour}]")
-    for reason in osaid["reasons"]:
+    osaid = report.osaid
+    colour = "green" if osaid.meets else "red"
+    console.print(f"\n[bold]OSAID 1.0:[/bold] [{colour}]{osaid.verdict}[/{colour}]")
+    for reason in osaid.reasons:
         console.print(f"  - {escape(reason)}")
     console.print("\n[bold]layers:[/bold]")
-    for layer in info["layers"]:
-        line = f"  {layer['layer']:<11} {layer['status']:<8} {len(layer['present'])}/{layer['total']} present"
+    for layer in report.layers:
+        line = f"  {layer.layer:<11} {layer.status:<8} {len(layer.present)}/{layer.total} present"
         extra = []
-        if layer["missing"]:
-            extra.append("missing " + ", ".join(layer["missing"]))
-        if layer["problems"]:
-            extra.append(", ".join(layer["problems"]))
-        extra += layer["notes"]
+        if layer.missing:
+            extra.append("missing " + ", ".join(layer.missing))
+        if layer.problems:
+            extra.append(", ".join(layer.problems))
+        extra += layer.notes
         console.print(line + (f"; {escape('; '.join(extra))}" if extra else ""))

@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from owlkit.cli.render import console, err_console, print_columns, print_json
+from owlkit.cli.state import owl
 
 if TYPE_CHECKING:
-    from owlkit.terms.kb import Clause, License
+    from owlkit.api import LicenseDetail, LicenseSummary, Verdict
+    from owlkit.api.terms_results import Clause, Source
 
 
 def register(app: typer.Typer) -> None:
@@ -34,50 +36,33 @@ def licenses_cmd(
 
     Example: owl licenses llama3.1
     """
-    from owlkit.terms.kb import find_license, load_kb
-
     if license_id is None:
-        licenses = sorted(load_kb().values(), key=lambda lic: lic.id.lower())
+        licenses = owl().licenses()
         if as_json:
-            print_json([_summary(lic) for lic in licenses])
+            print_json([lic.to_dict() for lic in licenses])
             return
         rows = [
-            [lic.id, lic.name, lic.family, _commercial(lic), f"{lic.verified_count}/{len(lic.clauses)}"]
+            [lic.id, lic.name, lic.family, _commercial(lic), f"{lic.verified_clauses}/{lic.clause_count}"]
             for lic in licenses
         ]
         print_columns(["ID", "NAME", "FAMILY", "COMMERCIAL USE", "VERIFIED"], rows)
         return
-    lic = find_license(license_id)
+    lic = owl().licenses(license_id)
     if as_json:
         print_json(lic.to_dict())
         return
     _print_license(lic)
 
 
-def _summary(lic: License) -> dict:
-    commercial = lic.clauses["commercial_use"]
-    return {
-        "id": lic.id,
-        "name": lic.name,
-        "family": lic.family,
-        "osi_approved": lic.osi_approved,
-        "commercial_use": commercial.value,
-        "mau_threshold": commercial.mau_threshold,
-        "verified_clauses": lic.verified_count,
-        "clause_count": len(lic.clauses),
-    }
-
-
 def _millions(n: int) -> str:
     return f"{n / 1e6:g}M" if n >= 1_000_000 else f"{n:,}"
 
 
-def _commercial(lic: License) -> str:
-    clause = lic.clauses["commercial_use"]
-    text = clause.value
-    if clause.mau_threshold:
-        text += f" (>{_millions(clause.mau_threshold)} MAU)"
-    return text if clause.verified else text + " (unverified)"
+def _commercial(lic: LicenseSummary) -> str:
+    text = lic.commercial_use
+    if lic.mau_threshold:
+        text += f" (>{_millions(lic.mau_threshold)} MAU)"
+    return text if lic.commercial_use_verified else text + " (unverified)"
 
 
 def _details(clause: Clause) -> list[str]:
@@ -98,7 +83,7 @@ def _details(clause: Clause) -> list[str]:
     return out
 
 
-def _print_license(lic: License) -> None:
+def _print_license(lic: LicenseDetail) -> None:
     from rich.markup import escape
 
     def line(text: str, style: str = "") -> None:
@@ -153,31 +138,15 @@ def terms_cmd(
 
     Example: owl terms demo-merged --use commercial
     """
-    from owlkit.store import open_store
-    from owlkit.terms.propagate import USES, hypothetical_data, lineage_sources, verdict
-
-    store = open_store()
-    rec = store.find(ref)
-    extra = [hypothetical_data(store, store.find(if_trained_on))] if if_trained_on else []
-    uses = [use] if use else list(USES)
-    verdicts = [verdict(store, rec, u, monthly_users=monthly_users, extra=extra) for u in uses]
+    res = owl().terms(ref, use=use, monthly_users=monthly_users, if_trained_on=if_trained_on)
     if as_json:
-        sources = lineage_sources(store, rec)
-        print_json(
-            {
-                "artifact": rec.name,
-                "digest": rec.digest,
-                "if_trained_on": if_trained_on,
-                "sources": [vars(s) for s in sources],
-                "verdicts": [v.to_dict() for v in verdicts],
-            }
-        )
+        print_json(res.to_dict())
     else:
         if not use:  # the profile: every license that binds the artifact, then every use's verdict
-            _render_sources(lineage_sources(store, rec) + extra)
-        _render_verdicts(rec.name, verdicts, if_trained_on)
+            _render_sources(res.sources + ([res.planned] if res.planned else []), res.licenses)
+        _render_verdicts(res)
     if use:
-        raise typer.Exit(verdicts[0].exit_code)
+        raise typer.Exit(res.exit_code)
 
 
 _COLOURS = {
@@ -188,31 +157,26 @@ _COLOURS = {
 }
 
 
-def _render_sources(sources: list[Any]) -> None:
+def _render_sources(sources: list[Source], licenses: dict[str, LicenseSummary]) -> None:
     from rich.markup import escape
     from rich.table import Table
-
-    from owlkit.errors import NotFound
-    from owlkit.terms.kb import find_license
 
     table = Table(title="licenses that bind it", header_style="bold")
     for col in ("artifact", "via", "license", "family", "commercial use"):
         table.add_column(col)
     for s in sources:
-        try:
-            lic = find_license(s.license)
-            family, commercial = lic.family, _commercial(lic)
-        except NotFound:
-            family, commercial = "-", "-"  # an expression or a license outside the knowledge base
+        lic = licenses.get(s.license)  # none for an expression or a license outside the knowledge base
+        family, commercial = (lic.family, _commercial(lic)) if lic else ("-", "-")
         table.add_row(escape(s.artifact), escape(s.route), escape(s.license), family, commercial)
     console.print(table)
 
 
-def _render_verdicts(name: str, verdicts: list[Any], if_trained_on: str | None) -> None:
+def _render_verdicts(res: Verdict) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    what = f"{name}" + (f" if trained on {if_trained_on}" if if_trained_on else "")
+    verdicts = res.verdicts
+    what = res.artifact + (f" if trained on {res.if_trained_on}" if res.if_trained_on else "")
     for v in verdicts:
         colour = _COLOURS[v.status]
         console.print(
@@ -230,5 +194,5 @@ def _render_verdicts(name: str, verdicts: list[Any], if_trained_on: str | None) 
             console.print(table)
         for o in v.obligations if len(verdicts) == 1 else []:
             console.print(f"  obligation: {escape(o)}")
-    for c in verdicts[0].conflicts:
+    for c in res.conflicts:
         err_console.print(f"[yellow]conflict:[/yellow] {escape(c)}")

@@ -15,15 +15,12 @@ naming the file and the problem, never a half-read license.
 from __future__ import annotations
 
 import datetime
-import difflib
 import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from owlkit.errors import InvalidFile, NotFound, UsageError
 
@@ -246,6 +243,8 @@ def validate_license_data(data: Any, filename: str) -> License:
 
 def load_license_file(path: Path) -> License:
     """Read and validate one license YAML (``yaml.safe_load``: plain data, no tags)."""
+    import yaml  # only when the knowledge base is first read: importing owlkit stays fast
+
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
@@ -323,6 +322,8 @@ def find_license(id_or_alias: str) -> License:
         found = index.get(normalized.lower()) if normalized else None
     if found is not None:
         return licenses[found]
+    import difflib
+
     close = dict.fromkeys(index[k] for k in difflib.get_close_matches(key, list(index), n=5, cutoff=0.6))
     hint = f"did you mean {', '.join(list(close)[:3])}? " if close else ""
     raise NotFound(

@@ -70,7 +70,10 @@ class Step:
 
 
 @dataclass
-class Verdict:
+class UseVerdict:
+    """The answer for one use: the status (the worst over every license that binds the artifact), the
+    chain of steps behind it, the obligations when allowed, and declared-vs-inherited conflicts."""
+
     use: str
     status: str
     chain: list[Step]
@@ -313,7 +316,7 @@ def verdict(
     *,
     monthly_users: int | None = None,
     extra: list[Source] | None = None,
-) -> Verdict:
+) -> UseVerdict:
     """Whether ``rec`` may be used for ``use``: the worst answer over every license that binds it.
     ``extra`` adds hypothetical sources (``owl terms --if-trained-on``)."""
     from owlkit.errors import UsageError
@@ -333,7 +336,7 @@ def verdict(
         status = OBLIGATIONS
     if status in (FORBIDDEN, UNKNOWN):
         duties = []
-    return Verdict(use, status, chain, duties, conflicts(sources))
+    return UseVerdict(use, status, chain, duties, conflicts(sources))
 
 
 def conflicts(sources: list[Source]) -> list[str]:
