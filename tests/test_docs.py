@@ -15,7 +15,9 @@ PAGES = sorted((ROOT / "docs").rglob("*.md"))
 def test_generated_blocks_match_the_code() -> None:
     """Usage blocks = the CLI's help, the method table = `Owl`, example blocks = the example files."""
     stale = [
-        str(p.relative_to(ROOT)) for p in [ROOT / "README.md", *PAGES] if docs.render(p.read_text()) != p.read_text()
+        str(p.relative_to(ROOT))
+        for p in [ROOT / "README.md", *PAGES]
+        if docs.render(p.read_text()) != p.read_text()
     ]
     assert not stale, f"generated blocks differ from the code in {stale}: run ./scripts/docs"
 

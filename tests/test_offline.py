@@ -18,7 +18,12 @@ import pytest
 pytest.importorskip("bitsandbytes")
 
 # Switches a user may have set that would hide a library reaching out: removed for the probes.
-USER_SWITCHES = {"HF_HUB_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY", "USE_HUB_KERNELS"}
+USER_SWITCHES = {
+    "HF_HUB_OFFLINE",
+    "HF_HUB_DISABLE_PROGRESS_BARS",
+    "TRANSFORMERS_VERBOSITY",
+    "USE_HUB_KERNELS",
+}
 
 
 def cpu_has_avx512_bf16() -> bool:

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from owlkit.adapt.data import load_examples
-from owlkit.recipes.loading import load_for_inference
 from owlkit.errors import Refused, UsageError
 from owlkit.evaluate.exact import exact_match
 from owlkit.metrics.exact import ExactMatch
+from owlkit.recipes.loading import load_for_inference
 from owlkit.recipes.tune import TRAINABLE_DATA
 from owlkit.store.store import Record, Store
 

@@ -95,8 +95,8 @@ def merge_adapters(
     """Combine the adapters ``adapter_refs`` (stored refs or folders to import) and store the result;
     returns its digest (``capture``: see :func:`owlkit.recipes.store_output`)."""
     from owlkit.adapt.combine import check_combinable, combine_adapters
-    from owlkit.recipes.loading import load_for_inference
     from owlkit.formats.peft import inspect_peft
+    from owlkit.recipes.loading import load_for_inference
 
     started = time.time()
     if len(adapter_refs) < 2:
