@@ -21,7 +21,8 @@ adapter = owl.tune(
     method="lora",
     r=8,
     targets="all-linear",
-    steps=4,
+    steps=12,
+    lr=3e-3,
     batch_size=4,
     seq_len=256,
     name="stories-lora",
@@ -37,7 +38,7 @@ for row in owl.quantize(merged, to="gguf-q8_0").rows:
 verdict = owl.terms(merged, use="commercial")
 print(f"commercial use of {merged.name}: {verdict.verdict}")
 
-with owl.serve(base, adapters=[("lora", adapter)]) as base_url:
+with owl.serve("stories", adapters=[("lora", adapter)]) as base_url:
     client = OpenAI(base_url=base_url, api_key="unused")
     for model in ("stories", "lora"):
         reply = client.completions.create(

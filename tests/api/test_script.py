@@ -37,7 +37,7 @@ def test_quickstart_script(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith("tuned stories-lora") and "4 steps" in lines[0], lines
+    assert lines[0].startswith("tuned stories-lora") and "12 steps" in lines[0], lines
     assert "q8-0" in lines[1] and "top-1 agreement" in lines[1], lines
     assert lines[2].startswith("commercial use of stories-merged"), lines
     assert lines[3].startswith("stories: '") and lines[4].startswith("lora: '"), lines
