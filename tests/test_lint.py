@@ -12,13 +12,19 @@ RUFF = [sys.executable, "-m", "ruff"]
 
 def test_ruff_check() -> None:
     proc = subprocess.run(
-        [*RUFF, "check", "src", "tests", "benchmarks", "docs/examples"], cwd=REPO, capture_output=True, text=True
+        [*RUFF, "check", "src", "tests", "benchmarks", "docs/examples"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_ruff_format() -> None:
     proc = subprocess.run(
-        [*RUFF, "format", "--check", "src", "tests", "benchmarks", "docs/examples"], cwd=REPO, capture_output=True, text=True
+        [*RUFF, "format", "--check", "src", "tests", "benchmarks", "docs/examples"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
