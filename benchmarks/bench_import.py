@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench_import.py [--sizes-mib 1024,4096] [--repeat 3] [--dir DIR]
 
 For each size, generates a safetensors file (random data, so nothing compresses or dedupes), warms the
-page cache with it once (every reader alike), then times, each on a cold destination, median of
+page cache with it once (every reader alike), then times, each on a cold destination after the disk has
+settled (sync, then a pause: a deleted copy's discards slow the next writer on this disk), median of
 ``--repeat``:
   anchor  `cp SRC DST && sync`                         (a durable copy: what import must approach)
   owl     `owl import SRC` into an existing store      (copy, hash what was stored, fsync, rename, catalog row)
@@ -60,6 +61,16 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
+def settle() -> None:
+    """Let the disk finish what the last run left (writeback, and the discards a deleted copy triggers on
+    a filesystem mounted with ``discard``) before the next timed run starts."""
+    subprocess.run(["sync"], check=True)
+    time.sleep(SETTLE_S)
+
+
+SETTLE_S = 3.0
+
+
 def median_time(fn, repeat: int) -> float:
     return statistics.median(timed(fn) for _ in range(repeat))
 
@@ -72,14 +83,15 @@ def throughput(work: Path, size_mib: int, repeat: int) -> None:
     cp_t, owl_t, lib_t = [], [], []
     for i in range(repeat):
         dst = work / f"copy{i}"
+        settle()
         cp_t.append(
             timed(lambda dst=dst: subprocess.run(f"cp '{src}' '{dst}' && sync", shell=True, check=True))
         )
         dst.unlink()
-        subprocess.run(["sync"], check=True)
         env = {**os.environ, "OWL_HOME": str(work / f"home{i}")}
         # an existing store, as a user has: the one-time catalog creation is not import throughput
         subprocess.run([OWL, "upgrade"], env=env, check=True, capture_output=True)
+        settle()
         owl_t.append(
             timed(
                 lambda env=env: subprocess.run(
@@ -88,9 +100,8 @@ def throughput(work: Path, size_mib: int, repeat: int) -> None:
             )
         )
         shutil.rmtree(work / f"home{i}")
-        subprocess.run(["sync"], check=True)
+        settle()
         lib_t.append(_library_put(src, work / f"lib{i}"))
-        subprocess.run(["sync"], check=True)
     gib = size / 2**30
     cp_s, owl_s, lib_s = (statistics.median(t) for t in (cp_t, owl_t, lib_t))
     target = 0.8 if size_mib >= 4096 else 0.65

@@ -16,10 +16,10 @@ _WHERE = {
     "Conversation": "owlkit.api.model_api",
     "DemoDataResult": "owlkit.api.tune_results",
     "Detached": "owlkit.api.terms_results",
-    "DiffReport": "owlkit.api.recipe_api",
+    "DiffReport": "owlkit.api.recipe_results",
     "DriftReport": "owlkit.api.tune_results",
     "DriftRow": "owlkit.api.tune_results",
-    "EvalResult": "owlkit.api.eval_api",
+    "EvalResult": "owlkit.api.eval_results",
     "GcResult": "owlkit.api.results",
     "Imported": "owlkit.api.results",
     "LicenseDetail": "owlkit.api.terms_results",
@@ -30,7 +30,7 @@ _WHERE = {
     "Progress": "owlkit.api.progress",
     "ProgressEvent": "owlkit.api.progress",
     "QuantizedVariant": "owlkit.api.tune_results",
-    "RebuildResult": "owlkit.api.recipe_api",
+    "RebuildResult": "owlkit.api.recipe_results",
     "Removed": "owlkit.api.results",
     "RunResult": "owlkit.api.model_results",
     "ServedModel": "owlkit.api.model_results",
@@ -47,12 +47,12 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:
-    from owlkit.api.eval_api import EvalResult
+    from owlkit.api.eval_results import EvalResult
     from owlkit.api.model_api import Conversation, Serving
     from owlkit.api.model_results import ChatResult, Loaded, RunResult, ServedModel, TextDelta, Timings, Usage
     from owlkit.api.owl import Owl
     from owlkit.api.progress import Progress, ProgressEvent
-    from owlkit.api.recipe_api import DiffReport, RebuildResult
+    from owlkit.api.recipe_results import DiffReport, RebuildResult
     from owlkit.api.results import Artifact, ArtifactDetail, GcResult, Imported, Removed, Stored, VerifyReport
     from owlkit.api.terms_results import (
         Attached,

@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from owlkit.api.base import ApiBase, Input, Ref, input_str
 from owlkit.api.progress import Progress, counter
-from owlkit.api.results import Result
-from owlkit.metrics.exact import Mismatch
 
-
-@dataclass
-class EvalResult(Result):
-    """`owl eval --json`: ``correct`` of ``n`` greedy answers matched exactly (rate ``exact_match``,
-    95% Wilson interval ``ci95``) by ``model`` on ``data``'s ``split``, prompted in ``template``
-    wording; ``seconds`` of generation, the first few ``mismatches``, and the run's ``warnings`` (an
-    adapter on another base) and ``notes`` (a model without a chat template asked in Alpaca wording)."""
-
-    model: str
-    data: str
-    split: str
-    template: str
-    n: int
-    correct: int
-    exact_match: float
-    ci95: tuple[float, float]
-    seconds: float
-    mismatches: list[Mismatch] = field(default_factory=list)
-    """Each with the prompt (the last user turn), the expected answer and the one ``got``."""
-    warnings: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ci95": list(self.ci95)}  # JSON has lists
+if TYPE_CHECKING:
+    from owlkit.api.eval_results import EvalResult
 
 
 class EvalApi(ApiBase):
@@ -75,6 +50,8 @@ class EvalApi(ApiBase):
                 stages=lambda stage, total: counter(progress, stage, total, "items"),
             )
         s = run.score
+        from owlkit.api.eval_results import EvalResult
+
         return EvalResult(
             model=run.model,
             data=run.data,

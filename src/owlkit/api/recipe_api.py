@@ -1,52 +1,14 @@
-"""The reproducibility commands: rebuild and diff.
-
-The reports are the recipes layer's own dataclasses (``owlkit.recipes.rebuild.RebuildReport``,
-``owlkit.recipes.diff.ArtifactDiff``, with typed sections); the API returns them as `RebuildResult` and
-`DiffReport`, whose ``to_dict()`` is what ``owl rebuild --json`` and ``owl diff --json`` print.
-"""
+"""The reproducibility commands: rebuild and diff (their results: `owlkit.api.recipe_results`)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from owlkit.api.base import ApiBase, Ref, ref_str
 from owlkit.api.progress import Progress, ProgressEvent, counter
-from owlkit.api.results import Result
-from owlkit.recipes.diff import (
-    ArtifactDiff,
-    DiffSide,
-    FileSection,
-    KeyDiff,
-    LineageSection,
-    ParentRef,
-    RecipeSection,
-    TensorSection,
-)
-from owlkit.recipes.rebuild import FirstDifference, RebuildReport
 
-# The sections of the reports, for annotations: part of the API like the reports themselves.
-__all__ = [
-    "DiffReport",
-    "DiffSide",
-    "FileSection",
-    "FirstDifference",
-    "KeyDiff",
-    "LineageSection",
-    "ParentRef",
-    "RebuildResult",
-    "RecipeApi",
-    "RecipeSection",
-    "TensorSection",
-]
-
-
-class RebuildResult(RebuildReport, Result):
-    """`owl rebuild --json`: ``verdict`` (identical, different, different (environment differs)),
-    ``exit_code`` (0, 11, 10), each file's status, the first difference, the environment facts that
-    differ from the recorded run. ``identical`` says whether the rebuild reproduced the artifact."""
-
-
-class DiffReport(ArtifactDiff, Result):
-    """`owl diff --json`: files, tensors (per tensor and per layer), config and card keys, manifest,
-    facts, recipe and lineage of A against B; ``identical`` when they are the same artifact."""
+if TYPE_CHECKING:
+    from owlkit.api.recipe_results import DiffReport, RebuildResult
 
 
 class RecipeApi(ApiBase):
@@ -62,6 +24,7 @@ class RecipeApi(ApiBase):
         file by file (and tensor by tensor for the first differing weights file). ``keep`` stores a
         rebuild that differs (named NAME-rebuild); ``threads`` runs with that many threads instead of
         the recorded count. A report, not an error, when it differs: see ``verdict``."""
+        from owlkit.api.recipe_results import RebuildResult
         from owlkit.recipes.rebuild import rebuild
 
         stage = f"rebuilding {ref_str(ref)}"
@@ -77,6 +40,7 @@ class RecipeApi(ApiBase):
     def diff(self, a: Ref, b: Ref, *, progress: Progress | None = None) -> DiffReport:
         """What differs between artifacts A and B: files, tensors (shape, dtype, max and mean abs
         difference, per layer), config and card metadata, facts, license, recipe and lineage."""
+        from owlkit.api.recipe_results import DiffReport
         from owlkit.recipes.diff import diff_artifacts
 
         a, b = ref_str(a), ref_str(b)

@@ -12,7 +12,7 @@ from owlkit.cli.state import owl
 
 if TYPE_CHECKING:
     from owlkit.api import DiffReport
-    from owlkit.api.recipe_api import KeyDiff, LineageSection, RecipeSection, TensorSection
+    from owlkit.api.recipe_results import KeyDiff, LineageSection, RecipeSection, TensorSection
 
 # Rows shown per table; --json has them all.
 MAX_ROWS = 40

@@ -6,13 +6,34 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
-# pipes and CI logs get whole lines (digests, paths) instead of an 80-column fold
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
+
+class _LazyConsole:
+    """A Rich console made on first use: `owl ls` and every `--json` print without Rich, and importing it
+    costs ~20 ms of their start-up. Pipes and CI logs get whole lines (digests, paths) instead of an
+    80-column fold."""
+
+    def __init__(self, *, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            stream = sys.stderr if self._stderr else sys.stdout
+            self._console = Console(
+                stderr=self._stderr, highlight=False, width=None if stream.isatty() else 200
+            )
+        return getattr(self._console, name)
+
+
+console: Console = _LazyConsole(stderr=False)  # type: ignore[assignment]
+err_console: Console = _LazyConsole(stderr=True)  # type: ignore[assignment]
 
 
 def human_size(n: int | None) -> str:

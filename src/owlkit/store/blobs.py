@@ -22,6 +22,7 @@ import mmap
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,7 +34,7 @@ from owlkit.errors import Corrupt, UsageError
 from owlkit.formats.base import sha256_file
 
 CHUNK = 8 * 1024 * 1024  # large buffers: fewer syscalls, hashlib releases the GIL above 2 KiB
-KERNEL_CHUNK = 64 * 1024 * 1024  # per copy_file_range call: hashed while the next one copies
+KERNEL_CHUNK = 64 * 1024 * 1024  # per copy_file_range call, and per mapping the hash reads
 _HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -73,27 +74,62 @@ class _NoKernelCopy(Exception):
 
 
 def _copy_in_kernel(ifd: int, ofd: int, progress: Callable[[int], None] | None) -> tuple[str, int]:
-    """The kernel copies chunk k+1 on a helper thread while this thread hashes chunk k straight from the
-    destination's page cache (mapped, not copied: on two cores a read-back copy costs as much as the
-    hash); each chunk's writeback starts at once, so the closing fsync has little left to do."""
-    h = hashlib.sha256()
-    size = 0
+    """A helper thread has the kernel copy the whole file, as fast as the disk takes it, publishing how
+    far it got; this thread follows it, hashing what was copied straight from the destination's page
+    cache (mapped, not read into a buffer: on two cores a read-back copy costs as much as the hash).
+    Neither waits for the other except when the hash catches up with the copy."""
+    copied = _Copied()
     with ThreadPoolExecutor(1) as ex:
-        copying = ex.submit(os.copy_file_range, ifd, ofd, KERNEL_CHUNK)
-        try:
-            n = copying.result()
-        except OSError as e:  # EXDEV (other filesystem, older kernel), ENOSYS, EINVAL (special files)
-            raise _NoKernelCopy from e
-        while n:
-            start, size = size, size + n
-            copying = ex.submit(os.copy_file_range, ifd, ofd, KERNEL_CHUNK)
-            if _sync_file_range is not None:
-                _sync_file_range(ofd, start, n, _WRITE)
-            _hash_range(h, ofd, start, n)
+        copier = ex.submit(copied.run, ifd, ofd)
+        h = hashlib.sha256()
+        hashed = 0
+        while (upto := copied.wait_past(hashed)) > hashed:
+            n = min(upto - hashed, KERNEL_CHUNK)  # bounded mappings, progress in steps
+            _hash_range(h, ofd, hashed, n)
+            hashed += n
             if progress:
                 progress(n)
-            n = copying.result()
-    return h.hexdigest(), size
+        copier.result()  # the copy's own error, if it stopped on one
+    return h.hexdigest(), hashed
+
+
+class _Copied:
+    """The copy thread's progress: bytes copied so far, and whether it has finished."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._bytes = 0
+        self._done = False
+
+    def run(self, ifd: int, ofd: int) -> None:
+        try:
+            while n := _copy_chunk(ifd, ofd, first=self._bytes == 0):
+                if (
+                    _sync_file_range is not None
+                ):  # start this chunk's writeback now: the flush overlaps the hash
+                    _sync_file_range(ofd, self._bytes, n, _WRITE)
+                with self._cond:
+                    self._bytes += n
+                    self._cond.notify()
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify()
+
+    def wait_past(self, offset: int) -> int:
+        """Bytes copied, once more than ``offset`` are or the copy has ended."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._bytes > offset or self._done)
+            return self._bytes
+
+
+def _copy_chunk(ifd: int, ofd: int, *, first: bool) -> int:
+    try:
+        return os.copy_file_range(ifd, ofd, KERNEL_CHUNK)
+    except OSError as e:
+        if first:  # EXDEV (another filesystem on an older kernel), ENOSYS, EINVAL (special files)
+            raise _NoKernelCopy from e
+        raise
 
 
 def _hash_range(h: Any, fd: int, start: int, n: int) -> None:
