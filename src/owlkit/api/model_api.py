@@ -107,7 +107,7 @@ class ModelApi(ApiBase):
         with self._store(write=True) as store:  # checkouts are written into the store
             rec = self._record(store, ref)
             base_rec = self._record(store, base) if base is not None else None
-            if chat and rec.manifest.kind == "model" and not rec.manifest.facts.get("chat_template_digest"):
+            if chat and rec.manifest.kind == "model" and not rec.facts.chat_template_digest:
                 raise UsageError(
                     f"{rec.name} has no chat template: drop --chat to send the prompt as plain text"
                 )
@@ -171,7 +171,7 @@ class ModelApi(ApiBase):
             store = stack.enter_context(self._store(write=True))  # checkouts are written into the store
             rec = self._record(store, ref)
             extra = [(ref_str(a), self._record(store, a)) for a in adapters]  # all found before loading
-            if rec.manifest.kind == "model" and not rec.manifest.facts.get("chat_template_digest"):
+            if rec.manifest.kind == "model" and not rec.facts.chat_template_digest:
                 raise UsageError(f"{rec.name} {_NO_TEMPLATE}")
             be, loaded = _open(store, rec, backend)
             stack.callback(be.close)

@@ -78,8 +78,8 @@ class GGUFBackend(Backend):
             )
         self._lc = lc = import_llama_cpp("serving with --backend gguf")
         self._path = gguf_path(store, base)
-        trained = m.facts.get("context_length")
-        trained = trained if isinstance(trained, int) and trained > 0 else DEFAULT_CONTEXT
+        trained = base.facts.context_length
+        trained = trained if trained and trained > 0 else DEFAULT_CONTEXT
         threads = options.threads or os.cpu_count() or 2
         self._llm = open_gguf(
             self._path,

@@ -7,9 +7,8 @@ from typing import Any
 
 from owlkit.backends.adapters import applies, attach
 from owlkit.backends.base import Backend, open_backend
-from owlkit.errors import NotFound, Refused, with_article
-from owlkit.recipes.loading import peft_adapter
-from owlkit.store.lineage import adapter_base
+from owlkit.errors import Refused, with_article
+from owlkit.recipes.loading import adapter_target
 from owlkit.store.store import Record, Store
 
 
@@ -26,11 +25,7 @@ def open_for(
         )
     if kind == "model":
         return open_backend(store, rec, backend_name, **options), None
-    target = base or adapter_base(store, peft_adapter(store, rec))
-    if target is None:
-        raise NotFound(
-            f"{rec.name}: its base {rec.side.get('base_ref')!r} is not in the store: import it first"
-        )
+    target = adapter_target(store, rec, base)
     checked = applies(store, rec, target)  # refuse a mismatch before spending time loading the base
     backend = open_backend(store, target, backend_name, **options)
     try:

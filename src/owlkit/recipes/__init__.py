@@ -176,7 +176,7 @@ def write_card(folder: Path, meta: dict[str, Any], body: str) -> None:
 
 
 def inherited_license(source: Record, relation: str) -> dict[str, Any]:
-    lic = dict(source.side.get("license") or {})
+    lic = source.info.license
     lic["id"] = source.manifest.license
     lic["source"] = f"{source.name} via {relation}"
     return lic
@@ -184,8 +184,9 @@ def inherited_license(source: Record, relation: str) -> dict[str, Any]:
 
 def derived_origin(source: Record, recipe: str) -> dict[str, Any]:
     origin = {"derived_from": source.digest, "recipe": recipe}
-    up = source.side.get("origin") or {}
-    for key in ("repo_id", "revision"):
-        if up.get(key):
-            origin[key] = up[key]
+    up = source.info.origin
+    if up.repo_id:
+        origin["repo_id"] = up.repo_id
+    if up.revision:
+        origin["revision"] = up.revision
     return origin

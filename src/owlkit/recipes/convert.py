@@ -79,7 +79,7 @@ def convert(
         side = {
             "origin": derived_origin(src, "convert"),
             "license": inherited_license(src, "converted_from"),
-            "descends_from_quantized": src.manifest.facts.get("quantization"),
+            "descends_from_quantized": src.facts.quantization,
         }
         return store_output(
             store,

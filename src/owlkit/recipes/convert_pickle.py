@@ -146,8 +146,8 @@ def store_converted(
         root=conv.folder,
         files=conv.files,
         facts=facts,
-        flags=[f for f in original.side.get("flags") or [] if f != "pickle-weights"],
-        warnings=list(original.side.get("warnings") or []),
+        flags=[f for f in original.info.flags if f != "pickle-weights"],
+        warnings=original.info.warnings,
         side=side,
     )
     return store_output(

@@ -147,8 +147,8 @@ def find_by_reference(store: Store, ref: str) -> str | None:
     if p.exists():
         candidates.append(str(p.resolve()))
     for rec in reversed(store.list(kind="model")):  # newest first
-        origin = rec.side.get("origin") or {}
-        if origin.get("repo_id") in candidates or origin.get("source_path") in candidates:
+        origin = rec.info.origin
+        if origin.repo_id in candidates or origin.source_path in candidates:
             return rec.digest
     return None
 

@@ -35,6 +35,14 @@ def peft_adapter(store: Store, rec: Record) -> Record:
         ) from None
 
 
+def adapter_target(store: Store, rec: Record, base: Record | None = None) -> Record:
+    """The model an adapter runs on: ``base`` when given, else the stored base it was trained on."""
+    target = base or adapter_base(store, peft_adapter(store, rec))
+    if target is None:
+        raise NotFound(f"{rec.name}: its base {rec.info.base_ref!r} is not in the store: import it first")
+    return target
+
+
 def load_for_inference(
     store: Store, rec: Record, *, base: Record | None = None
 ) -> tuple[Any, Any, list[str]]:
@@ -43,11 +51,7 @@ def load_for_inference(
 
     warnings: list[str] = []
     if rec.manifest.kind == "adapter":
-        target = base or adapter_base(store, peft_adapter(store, rec))
-        if target is None:
-            raise NotFound(
-                f"{rec.name}: its base {rec.side.get('base_ref')!r} is not in the store: import it first"
-            )
+        target = adapter_target(store, rec, base)
         warnings += check_adapter_applies(store, rec, target)
         model, tok, more = load_for_inference(store, target)
         from peft import PeftModel

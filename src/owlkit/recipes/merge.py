@@ -108,7 +108,7 @@ def check_mergeable_base(base: Record) -> None:
         )
     if fmt != "hf":
         raise Refused(f"{base.name} is {fmt}; owl merge merges into Hugging Face model folders")
-    quant = base.manifest.facts.get("quantization")
+    quant = base.facts.quantization
     if quant is not None:
         raise Refused(
             f"{base.name} is quantized ({quant}); merging needs full-precision weights and owlkit never "
@@ -120,7 +120,7 @@ def _write_card(out: Path, base: Record, adapter: Record) -> None:
     """A model card with Hub-style YAML metadata naming the base and the merged adapter by digest."""
     from owlkit.recipes.tune import card_license
 
-    upstream = (base.side.get("origin") or {}).get("repo_id")
+    upstream = base.info.origin.repo_id
     meta = {
         "base_model": upstream or base.name,
         "library_name": "transformers",

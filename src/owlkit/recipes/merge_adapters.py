@@ -128,7 +128,7 @@ def merge_adapters(
     out_name = name or default_name(f"{adapters[0].name.split(':')[0]}-{params.method}")
     parse_name(out_name)  # before the work, not after
     identity = base_identity(store, base).digest
-    upstream = (base.side.get("origin") or {}).get("repo_id")
+    upstream = base.info.origin.repo_id
 
     model, _, more = load_for_inference(store, base)
     warnings += more
@@ -178,7 +178,7 @@ def _write_card(
     out: Path, base: Record, identity: str, adapters: list[Record], params: MergeAdaptersParams
 ) -> None:
     """A model card with Hub-style YAML metadata naming the base, the inputs, their weights and the method."""
-    upstream = (base.side.get("origin") or {}).get("repo_id")
+    upstream = base.info.origin.repo_id
     extra = {"density": params.density} if params.density is not None else {}
     if params.svd_rank is not None:
         extra["svd_rank"] = params.svd_rank

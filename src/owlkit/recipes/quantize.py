@@ -152,7 +152,7 @@ def quantize(
         if t in LLAMA_CPP_GGUF:
             import_llama_cpp(f"quantizing to {t}")  # before minutes of work, not after
     started = time.time()
-    quantized = src.manifest.facts.get("quantization")
+    quantized = src.facts.quantization
     if quantized and not from_dequantized:
         raise Refused(
             f"{src.name} is already quantized ({quantized}); quantizing it again compounds the error: "
@@ -206,11 +206,11 @@ def _gguf_metadata(src: Record) -> dict[str, Any]:
     lic = card_license(src.manifest.license).get("license")
     if lic:
         meta["general.license"] = lic
-    origin = src.side.get("origin") or {}
+    repo_id = src.info.origin.repo_id
     meta["general.base_model.count"] = 1
     meta["general.base_model.0.name"] = src.name.split(":")[0]
-    if origin.get("repo_id"):
-        meta["general.base_model.0.repo_url"] = f"https://huggingface.co/{origin['repo_id']}"
+    if repo_id:
+        meta["general.base_model.0.repo_url"] = f"https://huggingface.co/{repo_id}"
     meta["owlkit.source_digest"] = src.digest
     return meta
 
@@ -375,8 +375,8 @@ def quantized_ancestor(store: Store, rec: Record) -> str | None:
     while frontier:
         parents = []
         for r in frontier:
-            if r.manifest.facts.get("quantization"):
-                return f"{r.name} ({r.manifest.facts['quantization']})"
+            if r.facts.quantization:
+                return f"{r.name} ({r.facts.quantization})"
             for p in r.manifest.parents:
                 if p.digest and p.digest not in seen:
                     seen.add(p.digest)

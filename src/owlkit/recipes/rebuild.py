@@ -88,15 +88,13 @@ def check_rebuildable(store: Store, rec: Record, hashed: dict[str, str | None] |
     blob hash results across calls (Store.verify's ``seen``), so a blob shared by inputs is read once."""
     recipe = rec.manifest.recipe
     if recipe is None:
-        origin = rec.side.get("origin") or {}
-        where = origin.get("path") or origin.get("repo_id") or "outside owlkit"
+        origin = rec.info.origin
+        where = origin.source_path or origin.repo_id or "outside owlkit"
         raise Refused(
             f"{rec.name} was imported ({where}), not derived by a recipe: there is nothing to rebuild"
         )
     if recipe.schema > RECIPE_SCHEMA:
-        made_by = ((rec.side.get("environment") or {}).get("libraries") or {}).get(
-            "owlkit", "a newer version"
-        )
+        made_by = rec.info.libraries.get("owlkit", "a newer version")
         raise Refused(
             f"{rec.name}'s recipe has schema {recipe.schema}, written by owlkit {made_by}; this owlkit reads "
             f"schema {RECIPE_SCHEMA} and older: upgrade owlkit to rebuild it"
@@ -108,7 +106,7 @@ def check_rebuildable(store: Store, rec: Record, hashed: dict[str, str | None] |
             f"{rec.name} was made by recipe {recipe.name!r}, which owl rebuild cannot re-run "
             f"(it re-runs {', '.join(RECIPES)})"
         )
-    known = rec.side.get("inputs") if isinstance(rec.side.get("inputs"), dict) else {}
+    known = rec.info.inputs
     for role, digest in recipe.inputs.items():
         try:
             store.get(digest)
@@ -129,8 +127,8 @@ def check_rebuildable(store: Store, rec: Record, hashed: dict[str, str | None] |
 
 
 def recorded_threads(rec: Record) -> int | None:
-    training = rec.side.get("training") or {}
-    env = rec.side.get("environment") or {}
+    training = rec.info.training
+    env = rec.info.environment
     value = training.get("threads") or env.get("threads")
     return int(value) if isinstance(value, int) and value > 0 else None
 
@@ -150,7 +148,7 @@ def rebuild(store: Store, ref: str, *, keep: bool = False, threads: int | None =
         manifest, side = read_captured(work)
         _compare(store, rec, work, manifest, corrupt, report)
         report.environment = environment_differences(rec.side, side, override=threads)
-        recorded_steps = (rec.side.get("training") or {}).get("steps")
+        recorded_steps = rec.info.training.get("steps")
         if recorded_steps is not None:
             now = (side.get("training") or {}).get("steps")
             report.steps = {"recorded": recorded_steps, "rebuilt": now}

@@ -81,7 +81,7 @@ def tune(
     if base.manifest.format != "hf":
         raise Refused(f"{base.name} is {base.manifest.format}; owl tune trains Hugging Face model folders")
     data = resolve_input(store, data_ref, "dataset")
-    fmt = data.manifest.facts.get("data_format")
+    fmt = data.facts.data_format
     if fmt not in TRAINABLE_DATA:
         raise Refused(
             f"{data.name} is {fmt or 'an unknown'} data; owl tune trains {', '.join(TRAINABLE_DATA)} rows"
@@ -90,7 +90,7 @@ def tune(
     out_name = name or default_name(f"{base.name.split(':')[0]}-{params.method}")
     parse_name(out_name)  # before minutes of training
     identity = base_identity(store, base).digest
-    upstream = (base.side.get("origin") or {}).get("repo_id")
+    upstream = base.info.origin.repo_id
     # Resume state outlives one process (a crash, Ctrl-C) but belongs to exactly these inputs and params.
     key = hashlib.sha256(canonical_json([base.digest, data.digest, asdict(params)])).hexdigest()[:16]
     with store.session() as scratch:
@@ -153,7 +153,7 @@ def tune(
 
 def _write_card(out: Path, base: Record, data: Record, identity: str, params: Any, *, full: bool) -> None:
     """A model card with YAML metadata like the Hub's, plus owlkit's lineage (base digest and identity)."""
-    upstream = (base.side.get("origin") or {}).get("repo_id")
+    upstream = base.info.origin.repo_id
     meta = {
         "base_model": upstream or base.name,
         "library_name": "transformers" if full else "peft",

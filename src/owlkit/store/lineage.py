@@ -105,7 +105,7 @@ def check_adapter_applies(store: Store, adapter: Record, target: Record) -> list
         raise Refused(
             f"{adapter.name} was trained on {base.name}, not a model like {target.name}: " + "; ".join(diffs)
         )
-    qa, qb = base.manifest.facts.get("quantization"), target.manifest.facts.get("quantization")
+    qa, qb = base.facts.quantization, target.facts.quantization
     if qa != qb:
         return [
             f"{adapter.name} was trained on {qa or 'unquantized'} weights; "

@@ -128,6 +128,12 @@ class SideInfo:
         return _dict(self.raw.get("license"))
 
     @property
+    def base_ref(self) -> str | None:
+        """The base an imported adapter named (upstream repo id or path), resolved or not."""
+        v = self.raw.get("base_ref")
+        return v if isinstance(v, str) else None
+
+    @property
     def warnings(self) -> list[str]:
         return _strs(self.raw.get("warnings"))
 

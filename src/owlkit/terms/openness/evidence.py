@@ -38,7 +38,7 @@ class Context:
 def gather(store: Store, rec: Record) -> Context:
     from owlkit.formats.card import MAX_CARD_BYTES, parse_card
 
-    card_meta = rec.side.get("card") if isinstance(rec.side.get("card"), dict) else {}
+    card_meta = rec.info.card
     readme = next((f for f in rec.manifest.files if f.path.lower() == "readme.md"), None)
     body = ""
     if readme is not None:
@@ -143,7 +143,7 @@ def detect(comp: Component, ctx: Context) -> list[Match]:
         carded = [
             p
             for p in datasets
-            if p.side.get("card") and any(f.path.lower() == "readme.md" for f in p.manifest.files)
+            if p.info.card and any(f.path.lower() == "readme.md" for f in p.manifest.files)
         ]
         picked = carded if r.parent_card else datasets
         if datasets and len(picked) == len(datasets):

@@ -310,7 +310,7 @@ def _layers(findings: list[Finding], rec: Record) -> list[LayerSummary]:
         if layer == "governance":
             lic = rec.manifest.license
             summary.notes.append(f"license {lic}: {'open' if license_is_open(lic) else 'not open'}")
-            for policy in rec.side.get("policy_files") or []:
+            for policy in rec.info.policy_files:
                 summary.notes.append(f"use policy {policy} restricts use")
         out.append(summary)
     return out
