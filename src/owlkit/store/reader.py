@@ -18,12 +18,24 @@ SCHEMA_HEAD = "0001_initial"
 KNOWN_REVISIONS = ("0001_initial",)
 
 
-class Reader:
+class Connections:
+    """A catalog URL's connection: stdlib sqlite3 for a SQLite file, else a SQLAlchemy engine, each made
+    on first use (reads and writes keep their own)."""
+
     def __init__(self, url: str) -> None:
         self.url = url
         self._sqlite: sqlite3.Connection | None = None
         self._engine: Any = None
 
+    def close(self) -> None:
+        if self._sqlite is not None:
+            self._sqlite.close()
+            self._sqlite = None
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+class Reader(Connections):
     def rows(self, sql: str, **params: Any) -> list[tuple]:
         if self.url.startswith("sqlite:///"):
             if self._sqlite is None:
@@ -53,13 +65,6 @@ class Reader:
     def check_schema(self) -> str | None:
         """For read commands: fail clearly unless the schema is exactly the one this code knows."""
         return check_revision(self.revision())
-
-    def close(self) -> None:
-        if self._sqlite is not None:
-            self._sqlite.close()
-            self._sqlite = None
-        if self._engine is not None:
-            self._engine.dispose()
 
 
 def check_revision(rev: str | None) -> str | None:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from owlkit.store.reader import Connections
+
 T = TypeVar("T")
 
 
@@ -35,12 +37,7 @@ class Tx:
         return tuple(row) if row is not None else None
 
 
-class Writer:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._sqlite: sqlite3.Connection | None = None
-        self._engine: Any = None
-
+class Writer(Connections):
     def _connect_sqlite(self) -> sqlite3.Connection:
         if self._sqlite is None:
             # autocommit mode: transactions are ours (BEGIN IMMEDIATE below), never the driver's
@@ -78,13 +75,6 @@ class Writer:
             self._engine = create_engine(self.url)
         with self._engine.begin() as c:
             yield Tx(lambda sql, p: c.execute(text(sql), p))
-
-    def close(self) -> None:
-        if self._sqlite is not None:
-            self._sqlite.close()
-            self._sqlite = None
-        if self._engine is not None:
-            self._engine.dispose()
 
 
 def retry_busy(run: Callable[[], T], seconds: float = 60.0) -> T:
