@@ -61,14 +61,11 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def settle() -> None:
+def settle(size_mib: int = 0) -> None:
     """Let the disk finish what the last run left (writeback, and the discards a deleted copy triggers on
-    a filesystem mounted with ``discard``) before the next timed run starts."""
+    a filesystem mounted with ``discard``) before the next timed run starts: 2 s, and 1 s per GiB."""
     subprocess.run(["sync"], check=True)
-    time.sleep(SETTLE_S)
-
-
-SETTLE_S = 3.0
+    time.sleep(2 + size_mib / 1024)
 
 
 def median_time(fn, repeat: int) -> float:
@@ -81,27 +78,31 @@ def throughput(work: Path, size_mib: int, repeat: int) -> None:
     size = src.stat().st_size
     subprocess.run(["cat", str(src)], stdout=subprocess.DEVNULL, check=True)  # warm the page cache once
     cp_t, owl_t, lib_t = [], [], []
-    for i in range(repeat):
+
+    def run_cp(i: int) -> None:
         dst = work / f"copy{i}"
-        settle()
-        cp_t.append(
-            timed(lambda dst=dst: subprocess.run(f"cp '{src}' '{dst}' && sync", shell=True, check=True))
-        )
+        cp_t.append(timed(lambda: subprocess.run(f"cp '{src}' '{dst}' && sync", shell=True, check=True)))
         dst.unlink()
+
+    def run_owl(i: int) -> None:
         env = {**os.environ, "OWL_HOME": str(work / f"home{i}")}
         # an existing store, as a user has: the one-time catalog creation is not import throughput
         subprocess.run([OWL, "upgrade"], env=env, check=True, capture_output=True)
-        settle()
-        owl_t.append(
-            timed(
-                lambda env=env: subprocess.run(
-                    [OWL, "import", str(src), "--name", "big"], env=env, check=True, capture_output=True
-                )
-            )
-        )
+        settle(size_mib)
+        cmd = [OWL, "import", str(src), "--name", "big"]
+        owl_t.append(timed(lambda: subprocess.run(cmd, env=env, check=True, capture_output=True)))
         shutil.rmtree(work / f"home{i}")
-        settle()
+
+    def run_blob(i: int) -> None:
         lib_t.append(_library_put(src, work / f"lib{i}"))
+
+    # Each round runs the three in another order: this disk writes slower after sustained writing, so a
+    # fixed order would favour whichever comes first.
+    runs = [run_cp, run_owl, run_blob]
+    for i in range(repeat):
+        for run in runs[i % 3 :] + runs[: i % 3]:
+            settle(size_mib)
+            run(i)
     gib = size / 2**30
     cp_s, owl_s, lib_s = (statistics.median(t) for t in (cp_t, owl_t, lib_t))
     target = 0.8 if size_mib >= 4096 else 0.65
