@@ -33,6 +33,8 @@ _WHERE = {
     "RebuildResult": "owlkit.api.recipe_results",
     "Removed": "owlkit.api.results",
     "RunResult": "owlkit.api.model_results",
+    "ScanReport": "owlkit.api.results",
+    "ScannedFile": "owlkit.api.results",
     "ServedModel": "owlkit.api.model_results",
     "Serving": "owlkit.api.model_api",
     "Stored": "owlkit.api.results",
@@ -53,7 +55,17 @@ if TYPE_CHECKING:
     from owlkit.api.owl import Owl
     from owlkit.api.progress import Progress, ProgressEvent
     from owlkit.api.recipe_results import DiffReport, RebuildResult
-    from owlkit.api.results import Artifact, ArtifactDetail, GcResult, Imported, Removed, Stored, VerifyReport
+    from owlkit.api.results import (
+        Artifact,
+        ArtifactDetail,
+        GcResult,
+        Imported,
+        Removed,
+        ScannedFile,
+        ScanReport,
+        Stored,
+        VerifyReport,
+    )
     from owlkit.api.terms_results import (
         Attached,
         Detached,
@@ -103,6 +115,8 @@ __all__ = [
     "RebuildResult",
     "Removed",
     "RunResult",
+    "ScanReport",
+    "ScannedFile",
     "ServedModel",
     "Serving",
     "Stored",

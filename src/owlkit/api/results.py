@@ -166,3 +166,29 @@ class Removed(Result):
             "removed": self.removed,
             "remaining_names": self.remaining_names,
         }
+
+
+@dataclass
+class ScannedFile(Result):
+    """One file's verdict in `owl scan`: ``safe``, ``suspicious`` or ``dangerous``, with the reasons."""
+
+    path: str
+    kind: str
+    verdict: str
+    reasons: list[str]
+
+
+@dataclass
+class ScanReport(Result):
+    """What `owl scan` found: every file's verdict and the worst of them. ``digest`` is set when a
+    stored artifact was scanned, None for a path."""
+
+    target: str
+    digest: str | None
+    verdict: str
+    files: list[ScannedFile]
+
+    @property
+    def exit_code(self) -> int:
+        """`owl scan`'s exit code: 0 all safe, 13 something suspicious, 14 something dangerous."""
+        return {"safe": 0, "suspicious": 13, "dangerous": 14}[self.verdict]

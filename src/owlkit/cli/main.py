@@ -81,6 +81,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "chat_cmds": ("chat",),
     "rebuild_cmds": ("rebuild",),
     "diff_cmds": ("diff",),
+    "scan_cmds": ("scan",),
 }
 _registered: set[str] = set()
 

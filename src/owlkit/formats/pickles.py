@@ -57,11 +57,11 @@ _TORCH_PROTOCOL_VERSION = 1001
 _TORCH_MAGIC_LONG1 = b"\x8a\x0a" + _TORCH_MAGIC.to_bytes(10, "little")
 _TORCH_MAGIC_TEXT = b"L%dL\n" % _TORCH_MAGIC  # the same number at pickle protocol 0/1
 
-_ZIP_MAGIC = b"PK\x03\x04"
+ZIP_MAGIC = b"PK\x03\x04"
 _SEVEN_Z_MAGIC = b"7z\xbc\xaf\x27\x1c"
 # Other containers a checkpoint could be wrapped in; none is unpacked here (unpacking is how scanners
 # were bypassed), so they are recognised only to give a clear error.
-_OTHER_CONTAINERS = (
+OTHER_CONTAINERS = (
     (_SEVEN_Z_MAGIC, "7z"),
     (b"\x1f\x8b", "gzip"),
     (b"BZh", "bzip2"),
@@ -142,7 +142,7 @@ def looks_like_pickle(path: Path) -> bool:
             head = f.read(64)
     except OSError:
         return path.suffix.lower() in PICKLE_SUFFIXES
-    if head.startswith(_ZIP_MAGIC):
+    if head.startswith(ZIP_MAGIC):
         try:
             with zipfile.ZipFile(path) as zf:
                 if any(n == "data.pkl" or n.endswith("/data.pkl") for n in zf.namelist()):
@@ -152,7 +152,7 @@ def looks_like_pickle(path: Path) -> bool:
         return path.suffix.lower() in PICKLE_SUFFIXES
     # Before the PROTO test: a safetensors header length of 0x280 (640 bytes) also starts b"\x80\x02".
     # Routing a file to a validating reader is safe; nothing but this module ever unpickles.
-    if head.startswith(b"GGUF") or _looks_like_safetensors(head):
+    if head.startswith(b"GGUF") or looks_like_safetensors(head):
         return False
     proto = len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
     legacy = _TORCH_MAGIC_LONG1 in head or head.startswith(_TORCH_MAGIC_TEXT)
@@ -161,7 +161,7 @@ def looks_like_pickle(path: Path) -> bool:
     return path.suffix.lower() in PICKLE_SUFFIXES
 
 
-def _looks_like_safetensors(head: bytes) -> bool:
+def looks_like_safetensors(head: bytes) -> bool:
     return len(head) >= 9 and head[8:9] in (b"{", b" ") and struct.unpack("<Q", head[:8])[0] < 100_000_000
 
 
@@ -217,7 +217,13 @@ class _Reader:
 
 
 class _Broken(Exception):
-    """The stream is not a pickle the real unpickler would accept."""
+    """The stream is not a pickle the real unpickler would accept. ``globals`` and ``findings`` hold what
+    the walk met before the break: the real unpickler runs opcodes as it reads them, so they count."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.globals: set[tuple[str, str]] = set()
+        self.findings: set[str] = set()
 
 
 _STRING_OPS = {
@@ -406,11 +412,14 @@ def _walk(reader: _Reader) -> _Walk:
                 return _Walk(pop(), reader.tell(), found, findings, pids)
             else:  # an opcode added to pickletools after this was written: don't guess its effect
                 raise _Broken(f"unmodelled opcode {name}")
-    except _Broken:
+        raise _Broken("pickle exhausted before STOP")
+    except _Broken as e:
+        e.globals, e.findings = found, findings
         raise
     except Exception as e:  # pickletools raises ValueError, UnicodeDecodeError... on malformed operands
-        raise _Broken(str(e) or type(e).__name__) from e
-    raise _Broken("pickle exhausted before STOP")
+        broken = _Broken(str(e) or type(e).__name__)
+        broken.globals, broken.findings = found, findings
+        raise broken from e
 
 
 # --------------------------------------------------------------------------------------------------
@@ -430,9 +439,9 @@ def scan_pickle(path: Path) -> PickleScan:
             size = os.fstat(f.fileno()).st_size
             if size == 0:
                 raise InvalidFile(f"{path.name}: empty file, not a checkpoint")
-            if head.startswith(_ZIP_MAGIC):
+            if head.startswith(ZIP_MAGIC):
                 return _scan_zip(path, f)
-            for magic, kind in _OTHER_CONTAINERS:
+            for magic, kind in OTHER_CONTAINERS:
                 if head.startswith(magic):
                     raise InvalidFile(
                         f"{path.name}: unsupported container ({kind}); unpack it yourself and import "
@@ -470,8 +479,26 @@ def _result(path: Path, walks: list[_Walk], names: list[str]) -> PickleScan:
         found |= w.globals
         findings |= w.findings
     shown = {f"{m}.{n}" for m, n in found}
-    bad = {f"{m}.{n}" for m, n in found if (m, n) not in ALLOWED_GLOBALS} | findings
-    return PickleScan(path=path, globals=sorted(shown), disallowed=sorted(bad), pickles=names)
+    return PickleScan(
+        path=path, globals=sorted(shown), disallowed=_disallowed(found, findings), pickles=names
+    )
+
+
+def _disallowed(found: set[tuple[str, str]], findings: set[str]) -> list[str]:
+    return sorted({f"{m}.{n}" for m, n in found if (m, n) not in ALLOWED_GLOBALS} | findings)
+
+
+def member_escapes(name: str) -> bool:
+    """True when an archive member name could land outside the folder it is extracted to (or is
+    spelled so that tools disagree on where): empty, absolute, drive-lettered, ``..``, backslash, NUL."""
+    return (
+        not name
+        or name.startswith(("/", "\\"))
+        or "\\" in name
+        or "\0" in name
+        or ".." in PurePosixPath(name).parts
+        or (len(name) > 1 and name[1] == ":")
+    )
 
 
 def _scan_zip(path: Path, f: Any) -> PickleScan:
@@ -483,15 +510,7 @@ def _scan_zip(path: Path, f: Any) -> PickleScan:
         infos = zf.infolist()
         names = [i.filename for i in infos]
         for n in names:
-            parts = PurePosixPath(n).parts
-            if (
-                not n
-                or n.startswith(("/", "\\"))
-                or "\\" in n
-                or "\0" in n
-                or ".." in parts
-                or (len(n) > 1 and n[1] == ":")
-            ):
+            if member_escapes(n):
                 raise InvalidFile(f"{path.name}: archive member {n!r} escapes the archive; refusing the file")
         if len(set(names)) != len(names):
             raise InvalidFile(f"{path.name}: archive has duplicate member names; refusing the file")
@@ -561,6 +580,35 @@ def _scan_raw(path: Path, buf: Any) -> PickleScan:
     while reader.pos < reader.end:
         next_pickle()
     return _result(path, walks, names)
+
+
+def stream_prefix_globals(buf: Any) -> list[str]:
+    """Walk ``buf`` pickle after pickle as far as it parses: the globals outside the allowlist (and
+    ``<...>`` findings) met before the end or the first break. For files ``scan_pickle`` refuses as
+    broken: a payload placed before a broken stream still runs under ``pickle.load``, so what precedes
+    the break decides how bad the file is."""
+    reader = _Reader(buf)
+    found: set[tuple[str, str]] = set()
+    findings: set[str] = set()
+    while reader.pos < reader.end:
+        try:
+            walk = _walk(reader)
+        except _Broken as e:
+            found, findings = found | e.globals, findings | e.findings
+            break
+        found, findings = found | walk.globals, findings | walk.findings
+    return _disallowed(found, findings)
+
+
+def starts_with_pickle(buf: Any) -> bool:
+    """True when a whole pickle parses from the first byte of ``buf``, or the stream imports a global
+    before it breaks (the unpickler would already have imported it): recognises protocol 0 and 1 streams,
+    which open with no PROTO header, by content rather than by name."""
+    try:
+        _walk(_Reader(buf))
+    except _Broken as e:
+        return bool(e.globals)
+    return True
 
 
 def _short(value: Any) -> str:
@@ -672,7 +720,7 @@ def load_state_dict_checked(path: Path, notes: list[str] | None = None) -> dict[
         )
     _picklescan_check(path)
     with open(path, "rb") as f:
-        is_zip = f.read(4) == _ZIP_MAGIC
+        is_zip = f.read(4) == ZIP_MAGIC
     try:
         # weights_only: torch's own restricted unpickler, a third layer. mmap needs the zip format.
         with warnings.catch_warnings():  # torch warns about pickle protocols; the outcome is what counts
@@ -782,5 +830,8 @@ __all__ = [
     "convert_pickle_to_safetensors",
     "load_state_dict_checked",
     "looks_like_pickle",
+    "member_escapes",
     "scan_pickle",
+    "starts_with_pickle",
+    "stream_prefix_globals",
 ]
