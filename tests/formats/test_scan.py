@@ -249,3 +249,20 @@ def test_real_torch_checkpoint_is_safe(tmp_path, legacy):
     torch.save(state, f, _use_new_zipfile_serialization=not legacy)
     v = one(f)
     assert (v.kind, v.verdict) == ("pickle" if legacy else "torch zip", "safe"), v.reasons
+
+
+def test_a_7z_archive_is_opened_and_takes_its_worst_member(tmp_path: Path, marker: Path) -> None:
+    """The "nullifAI" shape: a pickle payload inside a 7z archive, where blocklist scanners never look."""
+    py7zr = pytest.importorskip("py7zr")
+    bad, good = tmp_path / "bad.7z", tmp_path / "good.7z"
+    with py7zr.SevenZipFile(bad, "w") as archive:
+        archive.writestr(payload(marker), "model/data.pkl")
+        archive.writestr(safetensors_bytes(), "model/w.safetensors")
+    with py7zr.SevenZipFile(good, "w") as archive:
+        archive.writestr(safetensors_bytes(), "w.safetensors")
+    v = scan_file(bad, "bad.7z")
+    assert (v.kind, v.verdict) == ("7z", "dangerous") and any("model/data.pkl" in r for r in v.reasons)
+    assert scan_file(good, "good.7z").verdict == "safe"
+    broken = tmp_path / "broken.7z"
+    broken.write_bytes(bad.read_bytes()[:40])
+    assert scan_file(broken, "broken.7z").verdict == "suspicious"

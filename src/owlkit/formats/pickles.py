@@ -58,11 +58,11 @@ _TORCH_MAGIC_LONG1 = b"\x8a\x0a" + _TORCH_MAGIC.to_bytes(10, "little")
 _TORCH_MAGIC_TEXT = b"L%dL\n" % _TORCH_MAGIC  # the same number at pickle protocol 0/1
 
 ZIP_MAGIC = b"PK\x03\x04"
-_SEVEN_Z_MAGIC = b"7z\xbc\xaf\x27\x1c"
+SEVEN_Z_MAGIC = b"7z\xbc\xaf\x27\x1c"
 # Other containers a checkpoint could be wrapped in; none is unpacked here (unpacking is how scanners
 # were bypassed), so they are recognised only to give a clear error.
 OTHER_CONTAINERS = (
-    (_SEVEN_Z_MAGIC, "7z"),
+    (SEVEN_Z_MAGIC, "7z"),
     (b"\x1f\x8b", "gzip"),
     (b"BZh", "bzip2"),
     (b"\xfd7zXZ\x00", "xz"),
@@ -156,7 +156,7 @@ def looks_like_pickle(path: Path) -> bool:
         return False
     proto = len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
     legacy = _TORCH_MAGIC_LONG1 in head or head.startswith(_TORCH_MAGIC_TEXT)
-    if proto or legacy or head.startswith(_SEVEN_Z_MAGIC):
+    if proto or legacy or head.startswith(SEVEN_Z_MAGIC):
         return True
     return path.suffix.lower() in PICKLE_SUFFIXES
 

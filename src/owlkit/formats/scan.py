@@ -9,7 +9,9 @@ that is a program besides pickles). Verdicts:
   before a broken stream, which ``pickle.load`` would already have run), a torch archive that cannot be
   read to the end (torch may load what a scanner could not), a TorchScript archive, an archive member
   escaping the folder, a chat template reaching for Python internals.
-- ``suspicious``: cannot be vouched for: malformed structure, oversized metadata, unscannable containers,
+- ``suspicious``: cannot be vouched for: malformed structure, oversized metadata, unscannable containers
+  (a 7z archive is unpacked to a temporary folder and takes its worst member's verdict; gzip and the like
+  are not opened),
   Python source (runs under ``trust_remote_code``), links leaving the folder.
 - ``safe``: everything else, each with the reason (numpy's array globals pass here, though ``owl import``
   does not take them: it stores tensors).
@@ -38,6 +40,8 @@ VERDICTS: tuple[Verdict, ...] = ("safe", "suspicious", "dangerous")  # in rising
 
 MAX_JSON_BYTES = 64 << 20  # tokenizer.json files reach ~20 MB; configs are kilobytes
 MAX_TEMPLATE_CHARS = 256 << 10  # real chat templates are a few KiB
+MAX_ARCHIVE_BYTES = 8 << 30  # a 7z is unpacked to a temporary folder to be scanned: bounded
+MAX_ARCHIVE_MEMBERS = 10_000
 # Plain arrays as numpy pickles them: data, not code (an object array's items need globals of their own,
 # judged like any other). For `owl scan` only: `owl import` keeps the allowlist of what torch.save emits.
 NUMPY_GLOBALS = frozenset(
@@ -133,6 +137,8 @@ def scan_file(path: Path, name: str) -> FileVerdict:
         return _scan_safetensors(path, name)
     if suffix == ".gguf":
         return _scan_gguf(path, name)
+    if head.startswith(pickles.SEVEN_Z_MAGIC):
+        return _scan_7z(path, name)
     for magic, container in pickles.OTHER_CONTAINERS:
         if head.startswith(magic):
             return FileVerdict(
@@ -202,6 +208,46 @@ def _scan_zip(path: Path, name: str) -> FileVerdict:
         # torch may load an archive no scanner can read to the end (CRC errors are a known bypass).
         return FileVerdict(name, "torch zip", "dangerous", [_reason(e)])
     return _judged(name, "torch zip", scan)
+
+
+def _scan_7z(path: Path, name: str) -> FileVerdict:
+    """A 7z archive (how the "nullifAI" models hid their pickles) is unpacked into a temporary folder and
+    every member scanned like a file of a folder; the archive takes its worst member's verdict."""
+    try:
+        import py7zr
+    except ImportError:
+        return FileVerdict(
+            name, "7z", "suspicious", ["a 7z archive; install owlkit[trust] to scan inside it"]
+        )
+    import tempfile
+
+    try:
+        with py7zr.SevenZipFile(path) as archive:
+            if archive.needs_password():
+                return FileVerdict(name, "7z", "suspicious", ["an encrypted 7z archive; not opened"])
+            entries = archive.list()
+            escaping = [e.filename for e in entries if pickles.member_escapes(e.filename)]
+            if escaping:
+                return FileVerdict(
+                    name, "7z", "dangerous", [f"member {m!r} escapes the archive" for m in escaping[:5]]
+                )
+            unpacked = sum(e.uncompressed or 0 for e in entries)
+            if len(entries) > MAX_ARCHIVE_MEMBERS or unpacked > MAX_ARCHIVE_BYTES:
+                return FileVerdict(
+                    name, "7z", "suspicious",
+                    [f"{len(entries):,} members, {unpacked:,} bytes unpacked: over the limits "
+                     f"({MAX_ARCHIVE_MEMBERS:,}, {MAX_ARCHIVE_BYTES:,}); not opened"],
+                )  # fmt: skip
+            with tempfile.TemporaryDirectory(prefix="owl-scan-") as tmp:
+                archive.extractall(path=tmp)
+                members = scan_path(Path(tmp))
+    except Exception as e:  # py7zr raises its own, zlib's, lzma's... for a damaged archive
+        return FileVerdict(
+            name, "7z", "suspicious", [f"broken 7z archive ({type(e).__name__}: {str(e)[:80]})"]
+        )
+    verdict = worst(members)
+    reasons = [f"{m.path}: {r}" for m in members if m.verdict == verdict for r in m.reasons]
+    return FileVerdict(name, "7z", verdict, reasons or ["an empty 7z archive"])
 
 
 def _judged(name: str, kind: str, scan: pickles.PickleScan) -> FileVerdict:
