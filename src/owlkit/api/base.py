@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from owlkit.api.results import Artifact
+from owlkit.api.results import Artifact, Stored
 from owlkit.errors import UsageError
 from owlkit.store.store import Record, Store, default_home
 
@@ -81,11 +81,6 @@ class ApiBase:
     def _record(self, store: Store, ref: Ref) -> Record:
         return store.find(ref_str(ref))
 
-    def _artifact(self, store: Store, digest: str) -> Artifact:
-        return artifact(store.get(digest))
-
-    def _stored(self, store: Store, digest: str) -> Any:
-        from owlkit.api.results import Stored
-
+    def _stored(self, store: Store, digest: str) -> Stored:
         rec = store.get(digest)
         return Stored(digest, list(rec.tags), rec.info.warnings)

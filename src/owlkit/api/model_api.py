@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from owlkit.api.base import ApiBase, Ref, ref_str
+from owlkit.api.base import ApiBase, HasDigest, Ref, ref_str
 from owlkit.api.model_results import (
     ChatEvent,
     ChatResult,
@@ -26,7 +26,7 @@ from owlkit.api.model_results import (
     Usage,
 )
 from owlkit.api.progress import Progress, ProgressEvent
-from owlkit.api.results import Artifact, Stored
+from owlkit.api.results import Stored
 from owlkit.errors import Refused, UsageError, with_article
 
 if TYPE_CHECKING:
@@ -215,7 +215,7 @@ class ModelApi(ApiBase):
         from owlkit.serve.app import bind_socket
         from owlkit.serve.registry import Server
 
-        bases = [refs] if isinstance(refs, str | Artifact) else list(refs)
+        bases = [refs] if isinstance(refs, str | HasDigest) else list(refs)
         specs = [_adapter_spec(a) for a in adapters]
         stack = ExitStack()
         try:

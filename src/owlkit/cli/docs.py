@@ -7,6 +7,7 @@ page and the CLI disagree or a command has no page.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ EXAMPLE = re.compile(r"(<!-- example: ([\w./-]+) -->\n)(.*?)(<!-- /example -->)"
 REPO = Path(__file__).resolve().parents[3]
 
 
+@functools.cache
 def _root() -> Any:
     import typer
 

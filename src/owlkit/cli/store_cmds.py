@@ -336,9 +336,9 @@ def export_cmd(
     Example: owl export smollm2-hf ./smollm2
     """
     api = owl()
-    a = api.get(ref)
-    api.export(a, dest, link=link)
-    console.print(f"exported {a.name} to {dest} ({len(api.show(a).files)} files)")
+    info = api.show(ref)
+    api.export(info, dest, link=link)
+    console.print(f"exported {info.name} to {dest} ({len(info.files)} files)")
 
 
 def upgrade_cmd() -> None:

@@ -227,34 +227,30 @@ class Store:
                 raise Corrupt(f"cannot commit: blob for {f.path} (sha256:{f.sha256}) is not in the store")
         digest = manifest.digest()
         now = time.time()
+        row = {
+            "digest": digest,
+            "kind": manifest.kind,
+            "format": manifest.format,
+            "license": manifest.license,
+            "size": manifest.size,
+            "manifest": manifest.canonical().decode(),
+            "side": side_json(side),
+            "created_at": now,
+        }
+        files = [
+            {"artifact": digest, "path": f.path, "sha256": f.sha256, "size": f.size} for f in manifest.files
+        ]
+        edges = [
+            {"child": digest, "relation": p.relation, "parent": p.digest, "parent_ref": None}
+            for p in manifest.parents
+        ]
+        edges += [
+            {"child": digest, "relation": rel, "parent": None, "parent_ref": ref} for rel, ref in unresolved
+        ]
         with self.writer.transaction() as tx:
-            if not tx.first("SELECT 1 FROM artifacts WHERE digest = :d", d=digest):
-                row = {
-                    "digest": digest,
-                    "kind": manifest.kind,
-                    "format": manifest.format,
-                    "license": manifest.license,
-                    "size": manifest.size,
-                    "manifest": manifest.canonical().decode(),
-                    "side": side_json(side),
-                    "created_at": now,
-                }
-                files = [
-                    {"artifact": digest, "path": f.path, "sha256": f.sha256, "size": f.size}
-                    for f in manifest.files
-                ]
-                edges = [
-                    {"child": digest, "relation": p.relation, "parent": p.digest, "parent_ref": None}
-                    for p in manifest.parents
-                ]
-                edges += [
-                    {"child": digest, "relation": rel, "parent": None, "parent_ref": ref}
-                    for rel, ref in unresolved
-                ]
-                if writes.insert_artifact(tx, row, files, edges):
-                    writes.attach_unresolved(
-                        tx, digest, digest
-                    )  # children whose parent was removed, now back
+            # ON CONFLICT says whether this writer stored it (another may have, even at the same moment)
+            if writes.insert_artifact(tx, row, files, edges):
+                writes.attach_unresolved(tx, digest, digest)  # children whose parent was removed, now back
             if name:
                 writes.set_tag(tx, *parse_name(name), digest, now)
         return digest
