@@ -67,6 +67,8 @@ def test_suspicious_exits_13_and_unknown_target_is_not_found(owl, owl_home, tmp_
     with pytest.raises(NotFound):
         Owl(owl_home).scan("no-such-model")
     assert owl("scan", "no-such-model").code == 3
+    missing = owl("scan", "./no/such/file.bin")
+    assert missing.code == 3 and "no such file or folder" in missing.err
 
 
 def test_import_still_refuses_pickles(owl, tmp_path):

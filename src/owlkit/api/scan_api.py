@@ -6,6 +6,7 @@ from pathlib import Path
 
 from owlkit.api.base import ApiBase, Ref, ref_str
 from owlkit.api.results import ScannedFile, ScanReport
+from owlkit.errors import NotFound
 
 
 class ScanApi(ApiBase):
@@ -20,7 +21,14 @@ class ScanApi(ApiBase):
             verdicts, name = scan_path(Path(target)), str(target)
         else:
             with self._store() as store:
-                rec = self._record(store, target)
+                try:
+                    rec = self._record(store, target)
+                except NotFound:
+                    if isinstance(target, str) and ("/" in target or target.startswith(".")):
+                        raise NotFound(
+                            f"{target}: no such file or folder (nor a stored artifact of that name)"
+                        ) from None
+                    raise
                 verdicts = [scan_file(store.blobs.path(f.sha256), f.path) for f in rec.manifest.files]
             verdicts.sort(key=lambda v: v.path)
             name, digest = ref_str(target), rec.digest
